@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""Train a VAE: python bin/train.py --config configs/galaxy.py [--workdir DIR] [--config.train.steps=N].
+
+Re-running the same command resumes from the workdir's latest checkpoint.
+Any config field can be overridden with --config.GROUP.FIELD=VALUE.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from vae_jax.cli import default_workdir, run_or_explain, setup_logging  # noqa: E402
+from vae_jax.train import train_and_evaluate  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/faces_mlp.py or configs/galaxy.py:smoke.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+
+
+def main(argv):
+  del argv
+  setup_logging()
+  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  run_or_explain(lambda: train_and_evaluate(_CONFIG.value, workdir))
+  print(f"Done. Pictures in {workdir}/samples, curves: tensorboard --logdir {workdir}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

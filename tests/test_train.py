@@ -1,0 +1,137 @@
+"""End to end: train_and_evaluate writes its outputs, resumes exactly, stops on NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_config
+from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
+from vae_jax.train import NonFiniteLossError, train_and_evaluate
+
+
+def _params(state) -> list[np.ndarray]:
+  return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def _assert_same(a, b) -> None:
+  for x, y in zip(_params(a), _params(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  """One uninterrupted smoke run of the MLP faces config (6 steps, checkpoints at 3 and 6)."""
+  workdir = tmp_path_factory.mktemp("smoke")
+  config = load_config("faces_mlp")
+  return config, workdir, train_and_evaluate(config, workdir)
+
+
+def test_run_writes_outputs(smoke_run):
+  config, workdir, state = smoke_run
+  assert int(state.step) == config.train.steps
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in records if r["split"] == "train"]
+  val = [r for r in records if r["split"] == "val"]
+  assert [r["step"] for r in train] == [2, 4, 6]
+  assert [r["step"] for r in val] == [3, 6]
+  for r in val:
+    assert r["bits_per_dim"] == pytest.approx(r["neg_elbo_nats"] / (30 * 30 * np.log(2)))
+    assert len(r["kl_per_dim"]) == config.model.latent_dim
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["3", "6"]
+  assert json.loads((workdir / "config.json").read_text())["model"]["name"] == "mlp"
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  from PIL import Image
+
+  recon = np.asarray(Image.open(workdir / "samples" / "recon.png"))
+  assert recon.ndim == 3 and recon.shape[0] > 30 * 4  # upscaled tiles
+
+
+def test_rerun_resumes_and_continues(smoke_run, tmp_path):
+  """Training 6 steps, then 3 more in a second call, equals 9 steps in one go.
+
+  (A constant learning rate, so that extending the run does not change the schedule.)
+  """
+  config6, config9 = load_config("faces_mlp"), load_config("faces_mlp")
+  config6.opt.schedule = config9.opt.schedule = "constant"
+  config9.train.steps = 9
+  staged = tmp_path / "staged"
+  train_and_evaluate(config6, staged)
+  resumed = train_and_evaluate(config9, staged)
+  straight = train_and_evaluate(config9, tmp_path / "straight")
+  assert int(resumed.step) == 9
+  _assert_same(resumed, straight)
+
+
+def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
+  """Kill -9 a training process right after a checkpoint lands; the re-run ends where an unbroken run ends."""
+  steps, every = 300, 100
+  overrides = [
+      f"--config.train.steps={steps}", f"--config.train.ckpt_every={every}",
+      "--config.train.eval_every=150", "--config.train.log_every=50",
+  ]
+  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke"]
+  killed = tmp_path / "killed"
+  proc = subprocess.Popen(cmd + [f"--workdir={killed}"] + overrides, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  ckpts = killed / "checkpoints"
+  deadline = time.time() + 120
+  while time.time() < deadline and proc.poll() is None:
+    if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
+      break
+    time.sleep(0.005)
+  assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  latest = Checkpointer(ckpts).latest_step()
+  assert latest is not None and latest < steps, latest
+
+  resumed = subprocess.run(cmd + [f"--workdir={killed}"] + overrides, capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"Resumed from step {latest}" in resumed.stderr
+
+  config = load_config("faces_mlp")
+  config.train.steps, config.train.ckpt_every, config.train.eval_every, config.train.log_every = steps, every, 150, 50
+  straight = train_and_evaluate(config, tmp_path / "straight")
+  restored = Checkpointer(ckpts).restore(straight)
+  assert int(restored.step) == steps
+  _assert_same(restored, straight)
+
+
+def test_other_architecture_in_workdir_is_a_clear_error(smoke_run):
+  _, workdir, _ = smoke_run
+  with pytest.raises(CheckpointMismatchError, match="different config.model"):
+    train_and_evaluate(load_config("faces_conv"), workdir)
+
+
+def test_checkpoint_of_other_shapes_is_a_clear_error(smoke_run):
+  config, workdir, state = smoke_run
+  wider = jax.tree.map(lambda x: np.zeros(x.shape + (2,), x.dtype) if x.ndim == 2 else x, state)
+  with pytest.raises(CheckpointMismatchError, match="does not match"):
+    Checkpointer(workdir / "checkpoints").restore(wider)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  config = load_config("faces_mlp")
+  config.opt.learning_rate = 1e30  # diverges within a few steps
+  config.opt.grad_clip = 1e30
+  config.opt.warmup_steps = 0
+  config.train.ckpt_every = 2
+  with pytest.raises(NonFiniteLossError, match="learning_rate"):
+    train_and_evaluate(config, tmp_path)
+  saved = Checkpointer(tmp_path / "checkpoints").latest_step()
+  if saved is not None:  # whatever was saved holds finite parameters
+    restored = Checkpointer(tmp_path / "checkpoints").restore(
+        train_and_evaluate.__globals__["create_train_state"](
+            train_and_evaluate.__globals__["build_model"](config.model, config.loss, (30, 30, 1)),
+            train_and_evaluate.__globals__["make_optimizer"](config.opt, config.train.steps),
+            (30, 30, 1), jax.random.key(0)))
+    assert all(np.isfinite(p).all() for p in _params(restored))

@@ -1,0 +1,93 @@
+"""Orbax checkpoints of the train state together with the data iterator.
+
+Saving both in one step directory is what makes resume exact: after a restart
+the parameters, the optimiser state, the step (hence every PRNG key, which is
+``fold_in(key, step)``) and the position in the shuffled data stream all come
+back together. Orbax writes to a temporary directory and renames it when
+complete, so a run killed mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint does not fit the model the config describes."""
+
+
+class Checkpointer:
+  """Keeps the last ``keep`` checkpoints of (train state, data iterator) under ``directory``."""
+
+  def __init__(self, directory: str | Path, keep: int = 3):
+    self.directory = Path(directory).absolute()
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()},
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: Any | None = None) -> None:
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def restore(self, state_like: Any, data_iterator: Any | None = None, step: int | None = None) -> Any:
+    """Restore into the structure of ``state_like`` (and ``data_iterator`` in place).
+
+    Raises:
+      CheckpointMismatchError: the saved arrays do not match ``state_like``'s
+        tree or shapes (a checkpoint of another architecture).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
+    self._check_params_match(step, state_like)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    items = {"state": ocp.args.StandardRestore(abstract)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointMismatchError(
+          f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). Use the config that wrote it, "
+          "or train in a new --workdir."
+      ) from None
+    return restored["state"]
+
+  def _check_params_match(self, step: int, state_like: Any) -> None:
+    """Compare parameter names and shapes from the checkpoint's metadata before reading arrays."""
+    metadata = self.manager.item_metadata(step)["state"]
+    saved = {
+        leaf.name: tuple(leaf.shape)
+        for leaf in jax.tree.leaves(metadata, is_leaf=lambda x: hasattr(x, "shape"))
+        if leaf.name.startswith("params.")
+    }
+    wanted = {
+        "params." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
+        for path, x in jax.tree_util.tree_leaves_with_path(state_like.params)
+    }
+    if saved != wanted:
+      differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+      details = ", ".join(f"{k}: saved {saved.get(k)} vs model {wanted.get(k)}" for k in differ[:4])
+      raise CheckpointMismatchError(
+          f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
+          f"({len(differ)} parameters differ; {details}). Use the config that wrote it, or train in a new --workdir."
+      )
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,74 @@
+"""The VAE wrapper: an encoder, a diagonal-Gaussian posterior, a decoder.
+
+Randomness is explicit: ``__call__`` takes the reparameterisation key as an
+argument (no Flax rng streams), so a train step derives it from
+``fold_in(train_key, step)`` and resumes bit-exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+OUTPUT_ACTIVATIONS = ("none", "sigmoid", "tanh")
+
+
+def _activate(raw: jax.Array, activation: str) -> jax.Array:
+  """Map decoder output onto the [0, 1] data scale (or leave logits as they are)."""
+  if activation == "sigmoid":
+    return nn.sigmoid(raw)
+  if activation == "tanh":  # the galaxy seed: tanh output mapped linearly to 0..255
+    return 0.5 * (jnp.tanh(raw) + 1.0)
+  if activation == "none":
+    return raw
+  raise ValueError(f"Unknown output activation {activation!r}; choose one of {OUTPUT_ACTIVATIONS}.")
+
+
+class VAE(nn.Module):
+  """Gaussian-latent VAE around any encoder/decoder pair.
+
+  Attributes:
+    encoder: maps images in [-1, 1] (B×H×W×C) to ``(mean_BZ, logvar_BZ)``.
+    decoder: maps ``z_BZ`` to raw outputs B×H×W×C.
+    output_activation: how raw decoder outputs become data-scale means.
+    learn_scale: learn one global log σ of the Gaussian likelihood.
+    init_log_scale: log σ (fixed, or the learned one's initial value).
+  """
+
+  encoder: nn.Module
+  decoder: nn.Module
+  output_activation: str = "sigmoid"
+  learn_scale: bool = False
+  init_log_scale: float = -2.302585  # σ = 0.1
+
+  def setup(self):
+    if self.learn_scale:
+      self.log_scale = self.param("log_scale", lambda _: jnp.asarray(self.init_log_scale, jnp.float32))
+    else:
+      self.log_scale = jnp.asarray(self.init_log_scale, jnp.float32)
+
+  def encode(self, x_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = x_uint8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+    mean, logvar = self.encoder(x)
+    return mean, logvar
+
+  def decode(self, z_BZ: jax.Array) -> jax.Array:
+    return _activate(self.decoder(z_BZ), self.output_activation)
+
+  def likelihood_log_scale(self) -> jax.Array:
+    return self.log_scale
+
+  def __call__(self, x_uint8: jax.Array, key: jax.Array) -> dict[str, Any]:
+    mean, logvar = self.encode(x_uint8)
+    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    z = mean + jnp.exp(0.5 * logvar) * eps
+    return {
+        "decoded": self.decode(z),
+        "mean": mean,
+        "logvar": logvar,
+        "z": z,
+        "log_scale": self.log_scale,
+    }

@@ -1,0 +1,357 @@
+"""Training: the jitted step, evaluation, and ``train_and_evaluate(config, workdir)``.
+
+Randomness: ``root = key(config.seed)`` is split once by purpose into
+``init``, ``train``, ``eval`` and ``sample`` keys. Step ``n`` uses
+``fold_in(train_key, n)`` (so no key lives in the state and a resumed run
+draws exactly the noise an uninterrupted one would); evaluation and sample
+grids use fixed keys so numbers and pictures are comparable across steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from flax.training import train_state
+from tensorboardX import SummaryWriter
+
+from vae_jax import images, losses
+from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
+from vae_jax.config import load_config, save_config
+from vae_jax.data.pipeline import Dataset, build_dataset, load_images, train_iterator
+from vae_jax.models import build_model
+
+log = logging.getLogger(__name__)
+
+TrainState = train_state.TrainState
+Metrics = dict[str, jax.Array]
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def split_root_key(seed: int) -> dict[str, jax.Array]:
+  """One key per purpose, derived once from the run's seed."""
+  init, train, eval_, sample = jax.random.split(jax.random.key(seed), 4)
+  return {"init": init, "train": train, "eval": eval_, "sample": sample}
+
+
+def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """Adam(W) with linear warm-up, then cosine decay or constant, and global-norm clipping."""
+  warmup = min(opt_cfg.warmup_steps, max(total_steps - 1, 0))
+  if opt_cfg.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, opt_cfg.learning_rate, warmup, max(total_steps, warmup + 1), end_value=opt_cfg.learning_rate * 0.01
+    )
+  elif opt_cfg.schedule == "constant":
+    lr = optax.join_schedules(
+        [optax.linear_schedule(0.0, opt_cfg.learning_rate, max(warmup, 1)), optax.constant_schedule(opt_cfg.learning_rate)],
+        [max(warmup, 1)],
+    )
+  else:
+    raise ValueError(f"Unknown config.opt.schedule {opt_cfg.schedule!r}; choose cosine or constant.")
+  return optax.chain(
+      optax.clip_by_global_norm(opt_cfg.grad_clip),
+      optax.adamw(lr, weight_decay=opt_cfg.weight_decay),
+  )
+
+
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, ...], key: jax.Array
+) -> TrainState:
+  """Initialise parameters (jitted, so init costs one compile, not eager op-by-op)."""
+
+  @jax.jit
+  def init(key):
+    dummy = jnp.zeros((1,) + tuple(image_shape), jnp.uint8)
+    params = model.init(key, dummy, jax.random.key(0))["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  return init(key)
+
+
+def elbo_terms(
+    model: nn.Module, params: Any, x_uint8: jax.Array, key: jax.Array, likelihood: str, discretized: bool
+) -> dict[str, jax.Array]:
+  """Per-image reconstruction NLL and per-dimension KL for one posterior sample."""
+  out = model.apply({"params": params}, x_uint8, key)
+  rec = losses.reconstruction_nll(likelihood, x_uint8, out["decoded"], out["log_scale"], discretized)
+  return {"rec": rec, "kl_BZ": losses.gaussian_kl(out["mean"], out["logvar"]), **out}
+
+
+def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
+  """One jitted, state-donating step: ``step(state, batch_uint8, train_key) -> (state, metrics)``."""
+  loss_cfg = config.loss
+
+  def loss_fn(params, x, key, step):
+    terms = elbo_terms(model, params, x, key, loss_cfg.likelihood, discretized=False)
+    kl_objective = losses.kl_with_free_bits(terms["kl_BZ"], loss_cfg.free_bits)
+    weight = losses.kl_weight(step, loss_cfg.beta, loss_cfg.warmup_steps)
+    loss = jnp.mean(terms["rec"] + weight * kl_objective)
+    recon = terms["decoded"] if loss_cfg.likelihood != "bernoulli" else nn.sigmoid(terms["decoded"])
+    metrics = {
+        "loss": loss,
+        "rec_nats": jnp.mean(terms["rec"]),
+        "kl_nats": jnp.mean(terms["kl_BZ"].sum(-1)),
+        "kl_weight": weight,
+        "psnr_db": jnp.mean(losses.psnr(x, recon)),
+        "log_scale": terms["log_scale"],
+    }
+    return loss, metrics
+
+  def step(state: TrainState, x_uint8: jax.Array, train_key: jax.Array) -> tuple[TrainState, Metrics]:
+    key = jax.random.fold_in(train_key, state.step)
+    z_key, flip_key = jax.random.split(key)
+    if config.data.hflip:
+      flip = jax.random.bernoulli(flip_key, 0.5, (x_uint8.shape[0], 1, 1, 1))
+      x_uint8 = jnp.where(flip, x_uint8[:, :, ::-1], x_uint8)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x_uint8, z_key, state.step)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    return state.apply_gradients(grads=grads), metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
+  """Jitted ``eval_step(params, batch_uint8, mask, key) -> sums`` of per-image metrics.
+
+  −ELBO uses the discretised likelihood (nats of the 8-bit data) and β = 1,
+  whatever β training used; PSNR is of the posterior-mean reconstruction.
+  """
+  likelihood = config.loss.likelihood
+
+  def eval_step(params, x_uint8, mask, key):
+    terms = elbo_terms(model, params, x_uint8, key, likelihood, discretized=likelihood != "bernoulli")
+    recon = model.apply({"params": params}, terms["mean"], method=model.decode)
+    if likelihood == "bernoulli":
+      recon = nn.sigmoid(recon)
+    kl = terms["kl_BZ"].sum(-1)
+    per_image = {
+        "neg_elbo_nats": terms["rec"] + kl,
+        "rec_nats": terms["rec"],
+        "kl_nats": kl,
+        "psnr_db": losses.psnr(x_uint8, recon),
+    }
+    sums = {k: jnp.sum(v * mask) for k, v in per_image.items()}
+    sums["kl_per_dim"] = jnp.sum(terms["kl_BZ"] * mask[:, None], axis=0)
+    return sums
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array) -> dict:
+  """Average metrics over ``images_NHWC`` in fixed-size (padded) batches: one compile."""
+  n = len(images_NHWC)
+  batch_size = min(batch_size, n)
+  totals: dict[str, Any] = {}
+  for i, start in enumerate(range(0, n, batch_size)):
+    batch = images_NHWC[start : start + batch_size]
+    mask = np.zeros(batch_size, np.float32)
+    mask[: len(batch)] = 1.0
+    if len(batch) < batch_size:
+      batch = np.concatenate([batch, np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)])
+    sums = eval_step(params, batch, mask, jax.random.fold_in(key, i))
+    totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
+  result = {k: np.asarray(v) / n for k, v in totals.items()}
+  dims = int(np.prod(images_NHWC.shape[1:]))
+  out = {k: float(v) for k, v in result.items() if k != "kl_per_dim"}
+  out["bits_per_dim"] = float(losses.bits_per_dim(out["neg_elbo_nats"], dims))
+  out["kl_per_dim"] = [round(float(v), 4) for v in result["kl_per_dim"]]
+  return out
+
+
+def make_picture_fn(model: nn.Module, likelihood: str, num_prior: int) -> Callable:
+  """Jitted ``(params, images_uint8, key) -> (recon01, prior01)``: posterior-mean reconstructions and prior samples."""
+
+  def pictures(params, x_uint8, key):
+    mean, _ = model.apply({"params": params}, x_uint8, method=model.encode)
+    z = jax.random.normal(key, (num_prior, mean.shape[-1]))
+    recon = model.apply({"params": params}, mean, method=model.decode)
+    prior = model.apply({"params": params}, z, method=model.decode)
+    if likelihood == "bernoulli":
+      recon, prior = nn.sigmoid(recon), nn.sigmoid(prior)
+    return recon, prior
+
+  return jax.jit(pictures)
+
+
+def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, key: jax.Array) -> dict:
+  """Inputs with their reconstructions on the row below, and a square of prior samples."""
+  recon, prior = (images.to_uint8(a) for a in picture_fn(params, val_images, key))
+  ncol = math.ceil(math.sqrt(len(val_images)))
+  rows = []
+  for start in range(0, len(val_images), ncol):
+    for part in (val_images[start : start + ncol], recon[start : start + ncol]):
+      rows.append(np.concatenate([part, np.zeros((ncol - len(part),) + part.shape[1:], np.uint8)]))
+  return {
+      "recon": images.make_grid(np.concatenate(rows), ncol),
+      "prior": images.make_grid(prior, math.ceil(math.sqrt(len(prior)))),
+  }
+
+
+def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
+  """Refuse to resume a workdir written with another model or image shape."""
+  if not (workdir / "config.json").exists():
+    return
+  saved = load_config(workdir)
+  for group, keys in (("model", None), ("data", ("image_size", "channels")), ("loss", ("likelihood",))):
+    old, new = json.loads(saved[group].to_json()), json.loads(config[group].to_json())
+    if keys:
+      old, new = {k: old.get(k) for k in keys}, {k: new.get(k) for k in keys}
+    if old != new:
+      diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+      raise CheckpointMismatchError(
+          f"{workdir} holds a run with a different config.{group} (saved vs now: {diff}). "
+          "Use the same config to resume it, or choose a new --workdir."
+      )
+
+
+class _RunLog:
+  """metrics.jsonl + TensorBoard event files, written by process 0 only."""
+
+  def __init__(self, workdir: Path):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      self.jsonl = open(workdir / "metrics.jsonl", "a")
+      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+  def scalars(self, step: int, split: str, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    record = {"step": step, "split": split, **metrics}
+    self.jsonl.write(json.dumps(record) + "\n")
+    self.jsonl.flush()
+    for k, v in metrics.items():
+      if isinstance(v, (int, float)):
+        self.tb.add_scalar(f"{split}/{k}", v, step)
+
+  def pictures(self, step: int, grids: dict[str, np.ndarray], samples_dir: Path) -> None:
+    if not self.enabled:
+      return
+    for name, grid in grids.items():
+      self.tb.add_image(name, grid, step, dataformats="HWC")
+      images.save_png(grid, samples_dir / f"{name}_{step:06d}.png")
+      images.save_png(grid, samples_dir / f"{name}.png")
+    self.tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self.jsonl.close()
+      self.tb.close()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
+  """Train ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
+
+  The workdir receives ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
+  ``tensorboard/`` event files and ``samples/*.png`` grids (fixed keys).
+
+  Returns:
+    The final train state.
+
+  Raises:
+    NonFiniteLossError: the loss became NaN/inf; the last good checkpoint stays.
+    CheckpointMismatchError: the workdir belongs to a different model.
+  """
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _check_compatible(config, workdir)
+  if jax.process_index() == 0:
+    save_config(config, workdir)
+
+  dataset: Dataset = build_dataset(config)
+  model = build_model(config.model, config.loss, dataset.image_shape)
+  keys = split_root_key(config.seed)
+  total = config.train.steps
+  state = create_train_state(model, make_optimizer(config.opt, total), dataset.image_shape, keys["init"])
+  data_iter = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
+
+  ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state, data_iter)
+    log.info("Resumed from step %d in %s.", int(state.step), ckpt.directory)
+  start = int(state.step)
+
+  val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
+  grid_images = val_images[: config.train.num_grid_images]
+  train_step = make_train_step(model, config)
+  eval_step = make_eval_step(model, config)
+  picture_fn = make_picture_fn(model, config.loss.likelihood, num_prior=max(16, len(grid_images)))
+  run_log = _RunLog(workdir)
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  log.info(
+      "%s: %d parameters; %d train / %d val images of %s from %s; %s.",
+      config.model.name, n_params, len(dataset.train_indices), len(dataset.val_indices),
+      dataset.image_shape, config.data.source, jax.devices()[0].platform,
+  )
+
+  def run_eval(step: int) -> None:
+    if len(val_images):
+      result = evaluate(eval_step, state.params, val_images, config.train.eval_batch_size, keys["eval"])
+      run_log.scalars(step, "val", result)
+      log.info("step %d val: -ELBO %.1f nats (%.3f bits/dim), PSNR %.2f dB", step,
+                   result["neg_elbo_nats"], result["bits_per_dim"], result["psnr_db"])
+      grids = training_grids(picture_fn, state.params, grid_images, keys["sample"])
+      run_log.pictures(step, grids, workdir / "samples")
+
+  def check_finite(metrics: Metrics, step: int) -> dict:
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not math.isfinite(values["loss"]):
+      last = ckpt.latest_step()
+      raise NonFiniteLossError(
+          f"The loss became {values['loss']} at step {step}. "
+          + (f"The last good checkpoint (step {last}) in {ckpt.directory} is intact. " if last is not None else "")
+          + "Try a lower --config.opt.learning_rate, a smaller --config.opt.grad_clip, "
+          "a larger --config.loss.scale, or a KL warm-up (--config.loss.warmup_steps)."
+      )
+    return values
+
+  bar = tqdm.tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                  disable=jax.process_index() != 0)
+  t_last, step_last, announced = time.perf_counter(), start, False
+  try:
+    for step in range(start, total):
+      batch = next(data_iter)
+      state, metrics = train_step(state, batch, keys["train"])
+      done = step + 1
+      bar.update(1)
+      if done % config.train.log_every == 0 or done == total:
+        values = check_finite(metrics, done)
+        now = time.perf_counter()
+        values["images_per_s"] = (done - step_last) * config.train.batch_size / (now - t_last)
+        t_last, step_last = now, done
+        run_log.scalars(done, "train", values)
+        bar.set_postfix(loss=f"{values['loss']:.1f}", psnr=f"{values['psnr_db']:.1f}",
+                        img_s=f"{values['images_per_s']:.0f}")
+        if not announced and done - start > config.train.log_every:
+          remaining = (total - done) * config.train.batch_size / values["images_per_s"]
+          log.info("%s: %.1f images/s; about %.1f min left for %d steps.",
+                       jax.devices()[0].platform, values["images_per_s"], remaining / 60, total - done)
+          announced = True
+      if done % config.train.eval_every == 0 or done == total:
+        run_eval(done)
+      if done % config.train.ckpt_every == 0 or done == total:
+        check_finite(metrics, done)
+        ckpt.save(done, state, data_iter)
+      if done % config.train.eval_every == 0 or done % config.train.ckpt_every == 0:
+        # Keep evaluation and saving out of the images/s figure.
+        jax.block_until_ready(state.params)
+        t_last, step_last = time.perf_counter(), done
+  finally:
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    run_log.close()
+  return state

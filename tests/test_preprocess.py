@@ -95,3 +95,20 @@ def test_is_hashable_and_frozen():
     assert hash(preprocess) == hash(Preprocess(8, 3, crop_size=4))
     with pytest.raises(AttributeError):
         preprocess.image_size = 16
+
+
+def test_max_upscale_refuses_images_that_would_be_enlarged_too_much():
+    assert Preprocess(32, 1, max_upscale=4)(ramp(8, 10)).shape == (32, 32, 1)  # exactly 4×: allowed
+    with pytest.raises(ValueError, match=r"7×9 pixels is too small for image_size=32.*4\.6×.*max_upscale=4"):
+        Preprocess(32, 1, max_upscale=4)(ramp(7, 9))
+    assert Preprocess(32, 1)(ramp(7, 9)).shape == (32, 32, 1)  # 0: no limit
+
+
+def test_is_identity_for_exactly_the_shapes_it_leaves_unchanged():
+    image = ramp(8, 8, 3)
+    for preprocess in (Preprocess(8, 3), Preprocess(8, 3, crop_size=8)):
+        assert preprocess.is_identity_for(image.shape)
+        np.testing.assert_array_equal(preprocess(image), image)
+    assert not Preprocess(8, 1).is_identity_for(image.shape)
+    assert not Preprocess(4, 3, crop_size=6).is_identity_for((4, 4, 3))
+    assert not Preprocess(8, 3).is_identity_for((8, 9, 3))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vae_jax.data.npyfile import NpyRows
 from vae_jax.data.preprocess import Preprocess, pil_to_array
 from vae_jax.data.sources import ArraySource, ImageFolderSource, ImageReadError, load_image, make_source
 
@@ -143,11 +144,11 @@ def test_empty_or_missing_folder_raises(tmp_path):
 # --- array files ----------------------------------------------------------------
 
 
-def test_npy_nhw_becomes_nhw1_and_is_memory_mapped(tmp_path):
+def test_npy_nhw_becomes_nhw1_and_is_read_lazily(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 5, 6), dtype=np.uint8)
     np.save(tmp_path / "x.npy", images)
     source = ArraySource(tmp_path / "x.npy")
-    assert isinstance(source.images, np.memmap)
+    assert isinstance(source.images, NpyRows)  # rows are read on access, never the whole file
     assert len(source) == 4 and source[2].shape == (5, 6, 1)
     assert type(source[2]) is np.ndarray
     np.testing.assert_array_equal(source[-1][..., 0], images[-1])
@@ -209,9 +210,9 @@ def test_make_source_rejects_bad_specs(spec):
         make_source(spec)
 
 
-def test_make_source_tfds_is_not_yet_implemented():
-    with pytest.raises(NotImplementedError, match="coming"):
-        make_source("tfds:galaxy_zoo")
+def test_make_source_tfds_not_built_says_how_to_build(tmp_path):
+    with pytest.raises(ValueError, match=r"not (found|prepared).*bin/build_dataset.py --dataset=galaxy_zoo "):
+        make_source("tfds:galaxy_zoo", tfds_data_dir=str(tmp_path))
 
 
 def test_make_source_synthetic():

@@ -81,12 +81,17 @@ class Preprocess:
     4. Channels: 3→1 with PIL ``convert("L")`` (ITU-R 601 luma,
        0.299R + 0.587G + 0.114B, as the reference grey faces were made);
        1→3 by repeating the grey channel.
+
+    ``max_upscale > 0`` refuses images whose shorter side (after step 1)
+    would have to grow by more than that factor: a 30×30 thumbnail blown up
+    to 256×256 is a smear the model would learn to reproduce.
     """
 
     image_size: int
     channels: int
     crop: str = "center"
     crop_size: int = 0
+    max_upscale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.image_size <= 0:
@@ -97,6 +102,16 @@ class Preprocess:
             raise ValueError(f"crop must be one of {_CROP_MODES}, got {self.crop!r}")
         if self.crop_size < 0:
             raise ValueError(f"crop_size must be >= 0 (0 = no fixed crop), got {self.crop_size}")
+        if self.max_upscale < 0:
+            raise ValueError(f"max_upscale must be >= 0 (0 = no limit), got {self.max_upscale}")
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    def is_identity_for(self, shape: tuple[int, ...]) -> bool:
+        """Whether every image of ``shape`` (H, W, C) comes out unchanged."""
+        return tuple(shape) == self.output_shape and self.crop_size in (0, self.image_size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Return a C-contiguous uint8 array of shape (image_size, image_size, channels)."""
@@ -109,6 +124,12 @@ class Preprocess:
             if min(height, width) < self.crop_size:
                 raise ValueError(f"image of {height}×{width} pixels is smaller than crop_size={self.crop_size}")
             image = _center_crop(image, self.crop_size, self.crop_size)
+        side = min(image.shape[:2])
+        if self.max_upscale and side * self.max_upscale < self.image_size:
+            raise ValueError(
+                f"image of {height}×{width} pixels is too small for image_size={self.image_size}: it would be "
+                f"enlarged {self.image_size / side:.1f}× (max_upscale={self.max_upscale:g})"
+            )
         if self.crop == "center":
             side = min(image.shape[:2])
             image = _center_crop(image, side, side)

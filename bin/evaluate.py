@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Score a trained VAE: python bin/evaluate.py --workdir W [--data SOURCE] [--split val] [--iw_samples K].
+
+Prints one JSON object on stdout (progress goes to stderr), e.g.
+  python bin/evaluate.py --workdir runs/faces_mlp --data folder:~/my_faces --iw_samples 100
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from absl import app, flags  # noqa: E402
+
+from vae_jax.cli import run_or_explain, setup_logging  # noqa: E402
+from vae_jax.evaluate import evaluate_workdir  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (latest checkpoint).")
+_DATA = flags.DEFINE_string("data", None, "Score every image of this source (folder:PATH, npz:PATH, ...) instead.")
+_SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "The run's split to score (without --data).")
+_IW_SAMPLES = flags.DEFINE_integer("iw_samples", 100, "K of the importance-weighted bound (1 gives the ELBO).")
+_MAX_IMAGES = flags.DEFINE_integer("max_images", 2000, "Score at most this many images.")
+
+
+def main(argv):
+  del argv
+  setup_logging()
+  result = run_or_explain(
+      lambda: evaluate_workdir(_WORKDIR.value, _DATA.value, _SPLIT.value, _IW_SAMPLES.value, _MAX_IMAGES.value)
+  )
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir"])
+  app.run(main)

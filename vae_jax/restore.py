@@ -1,0 +1,97 @@
+"""Reopen a training workdir: its saved config, the model it builds, the latest parameters.
+
+Everything that looks inside a trained model (sample grids, the evaluation
+report, the colouriser's VAE-reconstruction inputs) starts here, so a run is
+always rebuilt from the config it was trained with, never from flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from vae_jax.checkpoint import Checkpointer
+from vae_jax.config import load_config
+from vae_jax.data.pipeline import Subset, build_dataset, preprocess_from_config, source_from_config
+from vae_jax.data.preprocess import Preprocess
+from vae_jax.models import build_model
+from vae_jax.models.vae import VAE
+from vae_jax.train import create_train_state, make_optimizer
+
+SPLITS = ("train", "val")
+
+
+class Run(NamedTuple):
+  """A trained run: ``config, model, params = load_run(workdir)``."""
+
+  config: ml_collections.ConfigDict
+  model: VAE
+  params: Any
+
+
+def image_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(H, W, C) of the images a run's preprocessing produces."""
+  return (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
+
+
+def load_run(workdir: str | Path, step: int | None = None) -> Run:
+  """Restore the parameters of ``workdir``'s latest checkpoint (or ``step``) with its saved config.
+
+  Only the shapes of a train state are built (``jax.eval_shape``), so no
+  initialisation is computed just to be overwritten.
+
+  Raises:
+    FileNotFoundError: no config.json or no checkpoint in ``workdir``.
+    ValueError: ``workdir`` holds another kind of run (a colouriser).
+    CheckpointMismatchError: the checkpoint does not fit the saved config.
+  """
+  workdir = Path(workdir)
+  config = load_config(workdir)
+  if config.get("task", "vae") != "vae":
+    raise ValueError(f"{workdir} holds a {config.task!r} run, not a VAE: point --workdir at a VAE's workdir.")
+  shape = image_shape(config.data)
+  model = build_model(config.model, config.loss, shape)
+  ckpt_dir = workdir / "checkpoints"
+  if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+    raise FileNotFoundError(
+        f"No checkpoint in {ckpt_dir}: train first (python bin/train.py --config ... --workdir {workdir})."
+    )
+  tx = make_optimizer(config.opt, config.train.steps)
+  abstract = jax.eval_shape(lambda: create_train_state(model, tx, shape, jax.random.key(0)))
+  ckpt = Checkpointer(ckpt_dir)
+  try:
+    state = ckpt.restore(abstract, step=step)
+  finally:
+    ckpt.close()
+  return Run(config, model, state.params)
+
+
+def image_subset(
+    config: ml_collections.ConfigDict, data: str | None = None, split: str = "val"
+) -> tuple[Subset, Preprocess]:
+  """The images to look at, with the run's own preprocessing.
+
+  Args:
+    config: the run's config.
+    data: any source string (``folder:PATH``, ``npz:PATH``, ``synthetic:…``);
+      all of its images are used. ``None``: the run's own source.
+    split: with ``data=None``, which split of the run's seeded train/val cut.
+
+  Returns:
+    A random-access subset (its ``source`` keeps ``factors`` for synthetic
+    data) and the preprocessing that turns its images into model inputs.
+  """
+  if data is None:
+    if split not in SPLITS:
+      raise ValueError(f"Unknown split {split!r}; choose one of {SPLITS}.")
+    subset = getattr(build_dataset(config), split)
+    if not len(subset):
+      raise ValueError(f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data.")
+  else:
+    source = source_from_config(config.data, data)
+    subset = Subset(source, np.arange(len(source)))
+  return subset, preprocess_from_config(config.data)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a VAE: python bin/train.py --config configs/galaxy.py [--workdir DIR] [--config.train.steps=N].
+"""Train a VAE or a colouriser: python bin/train.py --config configs/galaxy.py [--workdir DIR] [--config.train.steps=N].
 
 Re-running the same command resumes from the workdir's latest checkpoint.
 Any config field can be overridden with --config.GROUP.FIELD=VALUE.
@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from vae_jax.cli import default_workdir, run_or_explain, setup_logging  # noqa: E402
-from vae_jax.train import train_and_evaluate  # noqa: E402
+from vae_jax.cli import default_workdir, parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
+from vae_jax.tasks import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/faces_mlp.py or configs/galaxy.py:smoke.", lock_config=True
@@ -26,10 +26,10 @@ def main(argv):
   del argv
   setup_logging()
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
-  run_or_explain(lambda: train_and_evaluate(_CONFIG.value, workdir))
+  run_or_explain(lambda: train(_CONFIG.value, workdir))
   print(f"Done. Pictures in {workdir}/samples, curves: tensorboard --logdir {workdir}")
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags_or_explain)

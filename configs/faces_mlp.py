@@ -16,7 +16,12 @@ def get_config(arg=None):
   c.data.source = "synthetic:faces"
   c.data.image_size = 30
   c.data.channels = 1
+  # The reference's 940 training faces are memorised by this 1 M-parameter MLP within a few hundred
+  # epochs; mirror images, ±1 px shifts, ±5° tilts, ±5 % zoom and weight decay keep it generalising.
   c.data.hflip = True
+  c.data.max_shift = 1.0
+  c.data.max_rotation = 5.0
+  c.data.max_zoom = 0.05
 
   c.model.name = "mlp"
   c.model.latent_dim = 10
@@ -24,8 +29,12 @@ def get_config(arg=None):
   c.model.decoder_hidden = (25, 96, 512)
   c.model.output_activation = "sigmoid"
 
-  c.train.steps = 3000
+  c.opt.weight_decay = 1.0
+
+  c.train.steps = 5000
   c.train.batch_size = 100
+  c.train.eval_every = 1000
+  c.train.ckpt_every = 1000
 
   def tiny(c):
     c.model.encoder_hidden = (32, 16)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from absl import logging as absl_logging
 from pathlib import Path
 from typing import Callable
+
+from absl import flags
+from absl import logging as absl_logging
 
 from vae_jax.checkpoint import CheckpointMismatchError
 from vae_jax.train import NonFiniteLossError
@@ -31,6 +33,25 @@ def default_workdir(config_path: str) -> str:
   """runs/<config file name>[_<preset>] for ``configs/galaxy.py:smoke`` → runs/galaxy_smoke."""
   path, _, preset = config_path.partition(":")
   return str(Path("runs") / (Path(path).stem + (f"_{preset}" if preset else "")))
+
+
+def parse_flags_or_explain(argv: list[str]) -> list[str]:
+  """absl flag parsing that reports a bad flag, config file or override in one line, no traceback.
+
+  ml_collections loads ``--config`` lazily and reports an unknown override key
+  as an AttributeError; both are forced and caught here, before any work starts.
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+      flags.FLAGS.config.get("seed")  # load the config file now
+    return remaining
+  except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+    message = str(e).replace("\\n", "\n").replace("\\'", "'").strip("'\"")
+    if "Traceback" in message:  # a config file's own error: keep its last line
+      message = message.strip().splitlines()[-1]
+    print(f"error: {message}\nRun with --help to list the flags.", file=sys.stderr)
+    sys.exit(2)
 
 
 def run_or_explain(fn: Callable[[], object]) -> object:

@@ -20,16 +20,28 @@ def base_config() -> ml_collections.ConfigDict:
   """Defaults every config shares; model fields are filled in by each config file."""
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.task = "vae"  # vae | colorizer: which trainer bin/train.py runs
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic:faces"  # synthetic:faces|synthetic:galaxies|folder:PATH|npz:PATH
+  c.data.source = "synthetic:faces"  # synthetic:faces|synthetic:galaxies|folder:PATH|npz:PATH|tfds:NAME
   c.data.image_size = 30
   c.data.channels = 1
   c.data.crop = "center"  # "center": largest centred square; "none": squash to square
   c.data.crop_size = 0  # >0: centre crop of this many pixels first (native resolution)
   c.data.val_fraction = 0.1
   c.data.hflip = False  # random horizontal flips of training batches
+  c.data.max_shift = 0.0  # random translations of training batches by up to this many pixels
+  c.data.max_rotation = 0.0  # … rotations by up to this many degrees
+  c.data.max_zoom = 0.0  # … zooms by up to this fraction
   c.data.worker_count = 0  # grain worker processes (0: threads in this process)
+  c.data.cache = True  # decode folders/TFDS/resized arrays once into cache_dir
+  c.data.cache_dir = ""  # "": $VAE_JAX_CACHE_DIR or ~/.cache/vae_jax
+  c.data.decode_workers = 0  # threads decoding into the cache (0: one per core)
+  c.data.max_upscale = 4.0  # skip images that would be enlarged more than this (0: no limit)
+  c.data.max_image_pixels = 0  # skip larger images (decompression bombs); 0: PIL's limit
+  c.data.tfds_data_dir = ""  # for tfds:NAME; "": ~/tensorflow_datasets
+  c.data.tfds_split = "train"
+  c.data.tfds_image_key = "image"
   c.data.synthetic = ml_collections.ConfigDict({"num_images": 4000, "image_size": 64, "seed": 0})
 
   c.model = ml_collections.ConfigDict()
@@ -61,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_batch_size = 256
   c.train.max_eval_images = 2000
   c.train.num_grid_images = 16
+  c.train.compute_dtype = "float32"  # float32 | bfloat16 (bf16 activations; float32 parameters and loss)
   return c
 
 

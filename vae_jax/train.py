@@ -1,4 +1,4 @@
-"""Training: the jitted step, evaluation, and ``train_and_evaluate(config, workdir)``.
+"""Training: the VAE's jitted step and evaluation, ``train_and_evaluate(config, workdir)``, and the shared loop ``fit``.
 
 Randomness: ``root = key(config.seed)`` is split once by purpose into
 ``init``, ``train``, ``eval`` and ``sample`` keys. Step ``n`` uses
@@ -9,6 +9,7 @@ grids use fixed keys so numbers and pictures are comparable across steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,9 +27,10 @@ import tqdm
 from flax.training import train_state
 from tensorboardX import SummaryWriter
 
-from vae_jax import images, losses
+from vae_jax import images, losses, parallel
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from vae_jax.config import load_config, save_config
+from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import Dataset, build_dataset, load_images, train_iterator
 from vae_jax.models import build_model
 
@@ -77,26 +79,62 @@ def create_train_state(
   def init(key):
     dummy = jnp.zeros((1,) + tuple(image_shape), jnp.uint8)
     params = model.init(key, dummy, jax.random.key(0))["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    # A strongly typed step: a restored checkpoint's step is int32, not weak, and a weak one here
+    # would make the train step compile a second time after a restore.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
   return init(key)
+
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(train_cfg: ml_collections.ConfigDict) -> jnp.dtype:
+  """The activations' dtype ``config.train.compute_dtype`` names (float32 when the config has none)."""
+  name = train_cfg.get("compute_dtype", "float32")
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f"Unknown config.train.compute_dtype {name!r}; choose one of {sorted(COMPUTE_DTYPES)}.")
+  return COMPUTE_DTYPES[name]
+
+
+def cast_for_compute(params: Any, dtype: jnp.dtype) -> Any:
+  """Encoder and decoder parameters in ``dtype``; the likelihood's own scale parameter stays float32.
+
+  The cast sits inside the differentiated function, so gradients, the
+  optimiser state and the stored parameters stay float32 (mixed precision).
+  """
+  if dtype == jnp.float32:
+    return params
+  cast = lambda tree: jax.tree.map(lambda p: p.astype(dtype), tree)  # noqa: E731
+  return {k: cast(v) if k in ("encoder", "decoder") else v for k, v in params.items()}
 
 
 def elbo_terms(
     model: nn.Module, params: Any, x_uint8: jax.Array, key: jax.Array, likelihood: str, discretized: bool
 ) -> dict[str, jax.Array]:
-  """Per-image reconstruction NLL and per-dimension KL for one posterior sample."""
-  out = model.apply({"params": params}, x_uint8, key)
+  """Per-image reconstruction NLL and per-dimension KL for one posterior sample (float32 whatever the compute dtype)."""
+  out = {k: v.astype(jnp.float32) for k, v in model.apply({"params": params}, x_uint8, key).items()}
   rec = losses.reconstruction_nll(likelihood, x_uint8, out["decoded"], out["log_scale"], discretized)
   return {"rec": rec, "kl_BZ": losses.gaussian_kl(out["mean"], out["logvar"]), **out}
 
 
 def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
-  """One jitted, state-donating step: ``step(state, batch_uint8, train_key) -> (state, metrics)``."""
+  """One jitted, state-donating step: ``step(state, batch_uint8, train_key) -> (state, metrics)``.
+
+  ``config.train.compute_dtype="bfloat16"`` runs the model's activations in
+  bf16 (parameters cast inside the step) while parameters, gradients, the
+  optimiser and the loss stay float32. Called with a state replicated over a
+  mesh and a batch split along its ``data`` axis (``vae_jax.parallel``), the
+  same program runs data-parallel: XLA adds the gradient all-reduce.
+  """
   loss_cfg = config.loss
+  dtype = compute_dtype(config.train)
+  if dtype != jnp.float32:
+    model = model.clone(compute_dtype=dtype)
 
   def loss_fn(params, x, key, step):
-    terms = elbo_terms(model, params, x, key, loss_cfg.likelihood, discretized=False)
+    terms = elbo_terms(model, cast_for_compute(params, dtype), x, key, loss_cfg.likelihood, discretized=False)
     kl_objective = losses.kl_with_free_bits(terms["kl_BZ"], loss_cfg.free_bits)
     weight = losses.kl_weight(step, loss_cfg.beta, loss_cfg.warmup_steps)
     loss = jnp.mean(terms["rec"] + weight * kl_objective)
@@ -113,10 +151,8 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
 
   def step(state: TrainState, x_uint8: jax.Array, train_key: jax.Array) -> tuple[TrainState, Metrics]:
     key = jax.random.fold_in(train_key, state.step)
-    z_key, flip_key = jax.random.split(key)
-    if config.data.hflip:
-      flip = jax.random.bernoulli(flip_key, 0.5, (x_uint8.shape[0], 1, 1, 1))
-      x_uint8 = jnp.where(flip, x_uint8[:, :, ::-1], x_uint8)
+    z_key, augment_key = jax.random.split(key)
+    x_uint8 = augment(x_uint8, augment_key, config.data)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x_uint8, z_key, state.step)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.apply_gradients(grads=grads), metrics
@@ -151,8 +187,14 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict) -> Calla
   return jax.jit(eval_step)
 
 
-def evaluate(eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array) -> dict:
-  """Average metrics over ``images_NHWC`` in fixed-size (padded) batches: one compile."""
+def batch_means(
+    eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array
+) -> dict[str, np.ndarray]:
+  """Means over ``images_NHWC`` of the per-image sums ``eval_step(params, batch, mask, key)`` returns.
+
+  Batches have one fixed size (the last one zero-padded and masked), so the
+  step compiles once; batch ``i`` gets the key ``fold_in(key, i)``.
+  """
   n = len(images_NHWC)
   batch_size = min(batch_size, n)
   totals: dict[str, Any] = {}
@@ -164,7 +206,12 @@ def evaluate(eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_si
       batch = np.concatenate([batch, np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)])
     sums = eval_step(params, batch, mask, jax.random.fold_in(key, i))
     totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
-  result = {k: np.asarray(v) / n for k, v in totals.items()}
+  return {k: np.asarray(v) / n for k, v in totals.items()}
+
+
+def evaluate(eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array) -> dict:
+  """The VAE's held-out metrics (``make_eval_step``) with bits per dimension and each latent's KL."""
+  result = batch_means(eval_step, params, images_NHWC, batch_size, key)
   dims = int(np.prod(images_NHWC.shape[1:]))
   out = {k: float(v) for k, v in result.items() if k != "kl_per_dim"}
   out["bits_per_dim"] = float(losses.bits_per_dim(out["neg_elbo_nats"], dims))
@@ -202,10 +249,15 @@ def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, ke
 
 
 def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  """Refuse to resume a workdir written with another model or image shape."""
+  """Refuse to resume a workdir written with another task, model or image shape."""
   if not (workdir / "config.json").exists():
     return
   saved = load_config(workdir)
+  if saved.get("task", "vae") != config.get("task", "vae"):
+    raise CheckpointMismatchError(
+        f"{workdir} holds a {saved.get('task', 'vae')!r} run, not a {config.get('task', 'vae')!r} one. "
+        "Choose a new --workdir."
+    )
   for group, keys in (("model", None), ("data", ("image_size", "channels")), ("loss", ("likelihood",))):
     old, new = json.loads(saved[group].to_json()), json.loads(config[group].to_json())
     if keys:
@@ -252,11 +304,78 @@ class _RunLog:
       self.tb.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What one kind of model brings to the shared training loop, ``fit``.
+
+  Attributes:
+    state: the freshly initialised train state (replaced by the checkpoint on resume).
+    train_step: jitted ``(state, batch_uint8, train_key) -> (state, metrics)``;
+      ``metrics`` holds at least ``loss`` and ``psnr_db``.
+    evaluate: ``params -> dict`` of held-out metrics, logged as split ``val``.
+    pictures: ``params -> {name: uint8 H×W×3 grid}``, drawn with fixed keys.
+    summary: one log line from ``evaluate``'s result.
+    divergence_hint: what to change when the loss stops being finite.
+  """
+
+  state: TrainState
+  train_step: Callable[[TrainState, np.ndarray, jax.Array], tuple[TrainState, Metrics]]
+  evaluate: Callable[[Any], dict]
+  pictures: Callable[[Any], dict[str, np.ndarray]]
+  summary: Callable[[dict], str]
+  divergence_hint: str
+
+
+# (config, dataset, keys from split_root_key, held-out images) -> Task
+TaskBuilder = Callable[[ml_collections.ConfigDict, Dataset, dict[str, jax.Array], np.ndarray], Task]
+
+
+def vae_task(
+    config: ml_collections.ConfigDict, dataset: Dataset, keys: dict[str, jax.Array], val_images: np.ndarray
+) -> Task:
+  """The VAE's model, ELBO step, evaluation and reconstruction/prior grids."""
+  model = build_model(config.model, config.loss, dataset.image_shape)
+  state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"])
+  eval_step = make_eval_step(model, config)
+  grid_images = val_images[: config.train.num_grid_images]
+  picture_fn = make_picture_fn(model, config.loss.likelihood, num_prior=max(16, len(grid_images)))
+  return Task(
+      state=state,
+      train_step=make_train_step(model, config),
+      evaluate=lambda params: evaluate(eval_step, params, val_images, config.train.eval_batch_size, keys["eval"]),
+      pictures=lambda params: training_grids(picture_fn, params, grid_images, keys["sample"]),
+      summary=lambda r: (
+          f"-ELBO {r['neg_elbo_nats']:.1f} nats ({r['bits_per_dim']:.3f} bits/dim), PSNR {r['psnr_db']:.2f} dB"
+      ),
+      divergence_hint="Try a lower --config.opt.learning_rate, a smaller --config.opt.grad_clip, "
+      "a larger --config.loss.scale, or a KL warm-up (--config.loss.warmup_steps).",
+  )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
-  """Train ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
+  """Train the VAE ``config`` describes in ``workdir``, resuming from its latest checkpoint if there is one.
 
   The workdir receives ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
   ``tensorboard/`` event files and ``samples/*.png`` grids (fixed keys).
+
+  Returns:
+    The final train state.
+
+  Raises:
+    NonFiniteLossError: the loss became NaN/inf; the last good checkpoint stays.
+    CheckpointMismatchError: the workdir belongs to a different model.
+  """
+  return fit(config, workdir, vae_task)
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: TaskBuilder) -> TrainState:
+  """The training loop every model shares: data, resume, steps, logs, evaluation, pictures, checkpoints.
+
+  ``build_task`` supplies what differs between models (see ``Task``); the
+  rest (the resumable data stream, the exact-resume checkpoints, the metrics
+  JSONL and TensorBoard files, the progress bar, the stop on a non-finite
+  loss) is the same for all. ``config`` needs the groups ``data``, ``model``,
+  ``opt``, ``train`` and ``seed``.
 
   Returns:
     The final train state.
@@ -271,40 +390,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if jax.process_index() == 0:
     save_config(config, workdir)
 
-  dataset: Dataset = build_dataset(config)
-  model = build_model(config.model, config.loss, dataset.image_shape)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.train.batch_size, mesh.devices.size)
+  dataset: Dataset = build_dataset(config, workdir)
   keys = split_root_key(config.seed)
   total = config.train.steps
-  state = create_train_state(model, make_optimizer(config.opt, total), dataset.image_shape, keys["init"])
+  val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
+  task = build_task(config, dataset, keys, val_images)
+  state = task.state
   data_iter = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
 
   ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state, data_iter)
     log.info("Resumed from step %d in %s.", int(state.step), ckpt.directory)
+  state = parallel.replicate(state, mesh)
   start = int(state.step)
 
-  val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
-  grid_images = val_images[: config.train.num_grid_images]
-  train_step = make_train_step(model, config)
-  eval_step = make_eval_step(model, config)
-  picture_fn = make_picture_fn(model, config.loss.likelihood, num_prior=max(16, len(grid_images)))
   run_log = _RunLog(workdir)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log.info(
-      "%s: %d parameters; %d train / %d val images of %s from %s; %s.",
+      "%s: %d parameters; %d train / %d val images of %s from %s; %d %s device(s).",
       config.model.name, n_params, len(dataset.train_indices), len(dataset.val_indices),
-      dataset.image_shape, config.data.source, jax.devices()[0].platform,
+      dataset.image_shape, config.data.source, mesh.devices.size, jax.devices()[0].platform,
   )
 
   def run_eval(step: int) -> None:
     if len(val_images):
-      result = evaluate(eval_step, state.params, val_images, config.train.eval_batch_size, keys["eval"])
+      result = task.evaluate(state.params)
       run_log.scalars(step, "val", result)
-      log.info("step %d val: -ELBO %.1f nats (%.3f bits/dim), PSNR %.2f dB", step,
-                   result["neg_elbo_nats"], result["bits_per_dim"], result["psnr_db"])
-      grids = training_grids(picture_fn, state.params, grid_images, keys["sample"])
-      run_log.pictures(step, grids, workdir / "samples")
+      log.info("step %d val: %s", step, task.summary(result))
+      run_log.pictures(step, task.pictures(state.params), workdir / "samples")
 
   def check_finite(metrics: Metrics, step: int) -> dict:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -313,8 +429,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       raise NonFiniteLossError(
           f"The loss became {values['loss']} at step {step}. "
           + (f"The last good checkpoint (step {last}) in {ckpt.directory} is intact. " if last is not None else "")
-          + "Try a lower --config.opt.learning_rate, a smaller --config.opt.grad_clip, "
-          "a larger --config.loss.scale, or a KL warm-up (--config.loss.warmup_steps)."
+          + task.divergence_hint
       )
     return values
 
@@ -323,8 +438,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   t_last, step_last, announced = time.perf_counter(), start, False
   try:
     for step in range(start, total):
-      batch = next(data_iter)
-      state, metrics = train_step(state, batch, keys["train"])
+      batch = parallel.shard_batch(next(data_iter), mesh)
+      state, metrics = task.train_step(state, batch, keys["train"])
       done = step + 1
       bar.update(1)
       if done % config.train.log_every == 0 or done == total:
@@ -333,7 +448,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         values["images_per_s"] = (done - step_last) * config.train.batch_size / (now - t_last)
         t_last, step_last = now, done
         run_log.scalars(done, "train", values)
-        bar.set_postfix(loss=f"{values['loss']:.1f}", psnr=f"{values['psnr_db']:.1f}",
+        bar.set_postfix(loss=f"{values['loss']:.4g}", psnr=f"{values['psnr_db']:.1f}",
                         img_s=f"{values['images_per_s']:.0f}")
         if not announced and done - start > config.train.log_every:
           remaining = (total - done) * config.train.batch_size / values["images_per_s"]

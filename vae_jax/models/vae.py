@@ -36,6 +36,10 @@ class VAE(nn.Module):
     output_activation: how raw decoder outputs become data-scale means.
     learn_scale: learn one global log σ of the Gaussian likelihood.
     init_log_scale: log σ (fixed, or the learned one's initial value).
+    compute_dtype: dtype the encoder sees its input in, hence (with
+      parameters cast to it) the dtype of every activation; ``bfloat16`` for
+      mixed precision (``vae_jax.train.make_train_step`` keeps parameters and
+      the loss in float32).
   """
 
   encoder: nn.Module
@@ -43,6 +47,7 @@ class VAE(nn.Module):
   output_activation: str = "sigmoid"
   learn_scale: bool = False
   init_log_scale: float = -2.302585  # σ = 0.1
+  compute_dtype: Any = jnp.float32
 
   def setup(self):
     if self.learn_scale:
@@ -51,7 +56,7 @@ class VAE(nn.Module):
       self.log_scale = jnp.asarray(self.init_log_scale, jnp.float32)
 
   def encode(self, x_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = x_uint8.astype(jnp.float32) * (2.0 / 255.0) - 1.0
+    x = x_uint8.astype(self.compute_dtype) * (2.0 / 255.0) - 1.0
     mean, logvar = self.encoder(x)
     return mean, logvar
 
@@ -63,10 +68,10 @@ class VAE(nn.Module):
 
   def __call__(self, x_uint8: jax.Array, key: jax.Array) -> dict[str, Any]:
     mean, logvar = self.encode(x_uint8)
-    eps = jax.random.normal(key, mean.shape, mean.dtype)
+    eps = jax.random.normal(key, mean.shape, jnp.float32)  # the same draws whatever the compute dtype
     z = mean + jnp.exp(0.5 * logvar) * eps
     return {
-        "decoded": self.decode(z),
+        "decoded": self.decode(z.astype(self.compute_dtype)),
         "mean": mean,
         "logvar": logvar,
         "z": z,

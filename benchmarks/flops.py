@@ -1,0 +1,54 @@
+"""FLOPs of a compiled JAX function (XLA's cost analysis) and this machine's measured f32 matmul peak.
+
+Used by the speed benchmarks to say how much of the hardware a train step
+uses: ``GFLOP/s = flops per step × steps per second``, and the fraction of
+what XLA's own large matmul reaches on the same device.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def compiled_flops(fn: Callable, *args) -> float:
+  """Floating-point operations XLA counts for one call of ``jax.jit(fn)(*args)`` (NaN if it cannot tell).
+
+  ``fn`` may already be jitted (its donation settings are kept); lowering
+  does not run it, so donated arguments stay alive.
+  """
+  jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 7, dtype=jnp.float32) -> float:
+  """Median GFLOP/s of an n×n by n×n ``jnp.dot`` on the default device (2n³ FLOPs per product).
+
+  Each repeat chains a few products inside one jitted call so dispatch
+  overhead is negligible; the median damps a machine shared with other work.
+  """
+  chain = 4
+
+  @jax.jit
+  def products(a, b):
+    for _ in range(chain):
+      a = jnp.dot(a, b) * (1.0 / n)  # rescale so values stay finite across the chain
+    return a
+
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (n, n), dtype)
+  b = jax.random.normal(kb, (n, n), dtype)
+  products(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    products(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return chain * 2 * n**3 / statistics.median(times) / 1e9

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Before/after figures for CPU speed choices: variants of one train step timed alternately in one process.
+
+On a machine shared with other work, images/s move by tens of percent from
+minute to minute; timing the variants in turn, several windows each, and
+comparing medians taken in the same minutes is what makes a before/after
+figure meaningful. Experiments:
+
+* ``pool``: configs/faces_conv.py with ``nn.max_pool`` (before) vs
+  ``vae_jax.models.conv.max_pool_2x2`` (reshape + max, the library's choice).
+* ``fcn_einsum``: configs/galaxy.py with the library's space-to-depth +
+  ``nn.Dense`` stages vs the same kernels applied by ``jnp.einsum`` on a
+  free reshape (no explicit transposes); the parameters are identical.
+* ``xla``: the library's step for ``--config`` compiled with XLA CPU options
+  (``--options=name=value,...``; each option is one variant).
+
+  python benchmarks/step_variants.py --experiment=pool
+  python benchmarks/step_variants.py --experiment=fcn_einsum
+  python benchmarks/step_variants.py --experiment=xla --config=galaxy \\
+      --options=xla_cpu_use_onednn=true,xla_cpu_use_xnnpack=true,xla_cpu_multi_thread_eigen=false
+"""
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import vae_jax.models as models  # noqa: E402
+import vae_jax.models.conv as conv  # noqa: E402
+from compare_pytorch import load_config  # noqa: E402
+from vae_jax.models.fcn import FCNDecoder, FCNEncoder  # noqa: E402
+from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
+
+_EXPERIMENT = flags.DEFINE_enum("experiment", "pool", ["pool", "fcn_einsum", "xla"], "Which comparison.")
+_CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py for --experiment=xla.")
+_OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
+_WINDOW = flags.DEFINE_float("window_s", 1.5, "Approximate length of one timing window.")
+
+
+class _EinsumDown(nn.Module):
+  """A 2×2 stride-2 convolution with space-to-depth + Dense's parameters, as one einsum on a reshape."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (4 * c, self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    patches = x.reshape(b, h // 2, 2, w // 2, 2, c)
+    return jnp.einsum("bipjqc,pqco->bijo", patches, kernel.reshape(2, 2, c, -1)) + bias
+
+
+class _EinsumUp(nn.Module):
+  """Dense + depth-to-space's parameters, as one einsum whose output reshapes freely to 2H×2W."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (c, 4 * self.features))
+    bias = self.param("bias", nn.initializers.zeros, (4 * self.features,))
+    y = jnp.einsum("bijc,cpqo->bipjqo", x, kernel.reshape(c, 2, 2, -1)) + bias.reshape(2, 1, 2, -1)
+    return y.reshape(b, 2 * h, 2 * w, self.features)
+
+
+class _EinsumEncoder(FCNEncoder):
+  @nn.compact
+  def __call__(self, x_BHWC):
+    h = x_BHWC
+    for i, c in enumerate(self.channels):
+      h = nn.relu(_EinsumDown(c, name=f"down_{i}")(h))
+    h = h.reshape(h.shape[0], -1)
+    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+
+
+class _EinsumDecoder(FCNDecoder):
+  @nn.compact
+  def __call__(self, z_BZ):
+    h0, w0, c0 = self.start_shape
+    h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
+    for i, c in enumerate(self.channels):
+      h = _EinsumUp(c, name=f"up_{i}")(h)
+      if i < len(self.channels) - 1:
+        h = nn.relu(h)
+    return h
+
+
+def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
+  """(thunk running one step of the library's train step on a fixed batch, batch size)."""
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  model = models.build_model(config.model, config.loss, shape)
+  state = create_train_state(model, make_optimizer(config.opt, 10**6), shape, jax.random.key(0))
+  x = jax.device_put(np.random.default_rng(0).integers(0, 256, (config.train.batch_size,) + shape, dtype=np.uint8))
+  key = jax.random.key(1)
+  step = make_train_step(model, config)
+  compiled = step.lower(state, x, key).compile(compiler_options=options) if options else step
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], x, key)
+    return metrics["loss"]
+
+  jax.block_until_ready(run())
+  return run, config.train.batch_size
+
+
+def _variants() -> dict[str, tuple[Callable, int]]:
+  """Build every variant's step now (module swaps only matter while tracing)."""
+  if _EXPERIMENT.value == "pool":
+    config = load_config("faces_conv", {})
+    library = conv.max_pool_2x2
+    conv.max_pool_2x2 = lambda h: nn.max_pool(h, (2, 2), strides=(2, 2))
+    before = _step_for(config)
+    conv.max_pool_2x2 = library
+    return {"before: nn.max_pool": before, "after: max_pool_2x2": _step_for(config)}
+  if _EXPERIMENT.value == "fcn_einsum":
+    config = load_config("galaxy", {})
+    library = _step_for(config)
+    models.FCNEncoder, models.FCNDecoder = _EinsumEncoder, _EinsumDecoder
+    try:
+      einsum = _step_for(config)
+    finally:
+      models.FCNEncoder, models.FCNDecoder = FCNEncoder, FCNDecoder
+    return {"space_to_depth + Dense (library)": library, "einsum on reshape": einsum}
+  config = load_config(_CONFIG.value, {})
+  out = {"default": _step_for(config)}
+  for spec in _OPTIONS.value:
+    name, value = spec.split("=", 1)
+    out[spec] = _step_for(config, {name: {"true": True, "false": False}.get(value, value)})
+  return out
+
+
+def main(argv):
+  del argv
+  variants = _variants()
+  steps = {}
+  for name, (run, _) in variants.items():
+    start = time.perf_counter()
+    jax.block_until_ready([run() for _ in range(2)])
+    steps[name] = max(2, int(_WINDOW.value / ((time.perf_counter() - start) / 2)))
+  rates = {name: [] for name in variants}
+  for _ in range(_REPEATS.value):
+    for name, (run, batch) in variants.items():
+      start = time.perf_counter()
+      jax.block_until_ready([run() for _ in range(steps[name])][-1])
+      rates[name].append(steps[name] * batch / (time.perf_counter() - start))
+  result = {name: {"images_per_s": round(statistics.median(r), 1), "windows": [round(v, 1) for v in r]}
+            for name, r in rates.items()}
+  for name, r in result.items():
+    print(f"{name:45s} {r['images_per_s']:10.1f} img/s  windows {r['windows']}")
+  print(json.dumps({"experiment": _EXPERIMENT.value, **result}))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,252 @@
+"""Model registry, the seed architectures' sizes, shapes, and the FCN's space-to-depth convolutions."""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from conftest import load_config
+from vae_jax.models import build_model
+from vae_jax.models.conv import conv_encoder_geometry
+from vae_jax.models.fcn import depth_to_space, space_to_depth
+
+_KEY = jax.random.key(0)
+
+
+def _dense(n_in: int, n_out: int) -> int:
+  return n_in * n_out + n_out
+
+
+def _conv(c_in: int, c_out: int, k: int) -> int:
+  return c_in * c_out * k * k + c_out
+
+
+def _image_shape(config) -> tuple[int, int, int]:
+  return (config.data.image_size, config.data.image_size, config.data.channels)
+
+
+def _abstract_params(model, image_shape):
+  """Parameter shapes without compiling anything."""
+  x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.uint8)
+  return jax.eval_shape(model.init, _KEY, x, _KEY)["params"]
+
+
+def _normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
+  """Test data from numpy: eager ``jax.random`` would compile its generator first."""
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _num_params(params) -> int:
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+
+
+# --- The seed models, parameter for parameter ----------------------------------------------------
+
+
+def test_mlp_matches_the_seed_parameter_count():
+  config = load_config("faces_mlp", None)
+  seed_layers = [
+      _dense(900, 512), _dense(512, 96), _dense(96, 25),  # encoder
+      _dense(25, 10), _dense(25, 10),  # mean and log-variance heads
+      _dense(10, 25), _dense(25, 96), _dense(96, 512), _dense(512, 900),  # decoder
+  ]
+  model = build_model(config.model, config.loss, _image_shape(config))
+  assert _num_params(_abstract_params(model, _image_shape(config))) == sum(seed_layers) == 1_027_640
+
+
+def test_conv_matches_the_seed_parameter_count():
+  config = load_config("faces_conv", None)
+  seed_layers = [
+      _conv(1, 10, 5), _conv(10, 5, 5),  # encoder (max-pools have no parameters)
+      _dense(45, 10), _dense(45, 10),  # heads on the flattened 5×3×3 map
+      _dense(10, 45),  # decoder: back to 5×3×3
+      _conv(5, 10, 4), _conv(10, 3, 6), _conv(3, 1, 4),  # transposed convolutions
+  ]
+  model = build_model(config.model, config.loss, _image_shape(config))
+  assert _num_params(_abstract_params(model, _image_shape(config))) == sum(seed_layers) == 4_872
+
+
+def test_conv_encoder_geometry_follows_the_seed():
+  assert conv_encoder_geometry(30, (5, 5), (1, 2), (0, 1)) == 3  # 30 → 26 → 13 → 6 → 3
+  with pytest.raises(ValueError, match="fewer layers"):
+    conv_encoder_geometry(30, (5, 5, 5), (1, 2, 1), (0, 1, 0))
+
+
+# --- Shapes of the three families ----------------------------------------------------------------
+
+
+def _config(name: str):
+  if name == "fcn":
+    config = load_config("galaxy", "smoke")  # channels 4-8-8-8
+    config.data.image_size = 64
+    return config
+  return load_config({"mlp": "faces_mlp", "conv": "faces_conv"}[name], "smoke")
+
+
+@pytest.fixture(scope="module", params=["mlp", "conv", "fcn"])
+def family(request):
+  """A model, its config, and every method's output on one batch, from a single compilation.
+
+  Parameters are random draws of the right shapes: compiling ``model.init`` costs
+  several seconds of CPU for the conv model, and the shapes are what is tested here.
+  """
+  config = _config(request.param)
+  image_shape = _image_shape(config)
+  model = build_model(config.model, config.loss, image_shape)
+  x = jnp.asarray(np.random.default_rng(1).integers(0, 256, (3,) + image_shape, dtype=np.uint8))
+  rng = np.random.default_rng(2)
+  params = jax.tree.map(
+      lambda p: jnp.asarray(rng.normal(0.0, 0.1, p.shape), jnp.float32), _abstract_params(model, image_shape)
+  )
+
+  @jax.jit
+  def run(params, x):
+    variables = {"params": params}
+    out = model.apply(variables, x, jax.random.key(2))
+    mean, logvar = model.apply(variables, x, method=model.encode)
+    return {
+        "out": out,
+        "mean": mean,
+        "logvar": logvar,
+        "decoded_z": model.apply(variables, out["z"], method=model.decode),
+    }
+
+  return request.param, config, x, run(params, x)
+
+
+def test_forward_shapes(family):
+  name, config, x, res = family
+  z_dim = config.model.latent_dim
+  expected = {"mlp": (3, 30, 30, 1), "conv": (3, 30, 30, 1), "fcn": (3, 64, 64, 3)}[name]
+  assert x.shape == expected
+  out = res["out"]
+  assert out["decoded"].shape == expected
+  assert out["mean"].shape == out["logvar"].shape == out["z"].shape == (3, z_dim)
+  assert out["log_scale"].shape == ()
+  for v in jax.tree.leaves(res):
+    assert np.all(np.isfinite(np.asarray(v)))
+
+
+def test_encode_decode_shapes_and_consistency_with_call(family):
+  name, config, x, res = family
+  out = res["out"]
+  assert res["mean"].shape == res["logvar"].shape == (3, config.model.latent_dim)
+  np.testing.assert_allclose(np.asarray(res["mean"]), np.asarray(out["mean"]), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(res["logvar"]), np.asarray(out["logvar"]), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(res["decoded_z"]), np.asarray(out["decoded"]), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(np.asarray(out["z"]), np.asarray(out["mean"]))  # a sample, not the mean
+  decoded = np.asarray(out["decoded"])
+  assert decoded.min() >= 0.0 and decoded.max() <= 1.0  # sigmoid / mapped tanh: the data scale
+
+
+# --- Space-to-depth convolutions -----------------------------------------------------------------
+
+
+def test_space_to_depth_groups_each_patch_row_major():
+  x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+  y = np.asarray(space_to_depth(jnp.asarray(x)))
+  assert y.shape == (2, 2, 3, 12)
+  for i, j in [(0, 0), (1, 2), (0, 1)]:
+    patch = [x[:, 2 * i, 2 * j], x[:, 2 * i, 2 * j + 1], x[:, 2 * i + 1, 2 * j], x[:, 2 * i + 1, 2 * j + 1]]
+    np.testing.assert_array_equal(y[:, i, j], np.concatenate(patch, axis=-1))
+
+
+def test_space_to_depth_and_depth_to_space_are_inverses():
+  x = _normal(3, (2, 6, 8, 3))
+  y = _normal(4, (2, 3, 4, 12))
+  np.testing.assert_array_equal(np.asarray(depth_to_space(space_to_depth(x))), np.asarray(x))
+  np.testing.assert_array_equal(np.asarray(space_to_depth(depth_to_space(y))), np.asarray(y))
+
+
+def _conv2x2(x_BHWC, kernel_HWIO):
+  return jax.lax.conv_general_dilated(x_BHWC, kernel_HWIO, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_space_to_depth_dense_is_a_2x2_stride_2_convolution():
+  c_in, c_out = 3, 5
+  x = _normal(5, (2, 8, 6, c_in))
+  kernel = _normal(6, (4 * c_in, c_out))
+  bias = _normal(7, (c_out,))
+  dense = nn.Dense(c_out).apply({"params": {"kernel": kernel, "bias": bias}}, space_to_depth(x))
+  conv = _conv2x2(x, kernel.reshape(2, 2, c_in, c_out)) + bias
+  assert dense.shape == (2, 4, 3, c_out)
+  np.testing.assert_allclose(np.asarray(dense), np.asarray(conv), rtol=1e-5, atol=1e-5)
+
+
+def test_dense_depth_to_space_is_the_transposed_convolution():
+  """Dense with the transposed kernel, then depth-to-space, is the adjoint of the strided conv."""
+  c_in, c_out = 3, 5
+  x = _normal(8, (2, 8, 6, c_in))
+  kernel = _normal(9, (4 * c_in, c_out))
+  y = _normal(10, (2, 4, 3, c_out))
+  _, vjp = jax.vjp(lambda v: _conv2x2(v, kernel.reshape(2, 2, c_in, c_out)), x)
+  np.testing.assert_allclose(np.asarray(depth_to_space(y @ kernel.T)), np.asarray(vjp(y)[0]), rtol=1e-5, atol=1e-5)
+
+
+# --- Configuration errors and the likelihood scale -----------------------------------------------
+
+
+def test_decoder_plan_that_misses_the_image_size_raises():
+  config = load_config("faces_conv", "smoke")
+  config.model.decoder_kernels = (4, 6, 5)  # 3 → 8 → 27 → 31, not 30
+  model = build_model(config.model, config.loss, _image_shape(config))
+  with pytest.raises(ValueError, match=r"decoder_kernels"):
+    _abstract_params(model, _image_shape(config))
+
+
+def test_fcn_needs_an_image_size_divisible_by_its_downsampling():
+  config = load_config("galaxy", "smoke")
+  with pytest.raises(ValueError, match="multiple of 16"):
+    build_model(config.model, config.loss, (30, 30, 3))
+
+
+def test_unknown_model_name_raises():
+  config = load_config("faces_mlp", "smoke")
+  config.model.name = "transformer"
+  with pytest.raises(ValueError, match="transformer"):
+    build_model(config.model, config.loss, _image_shape(config))
+
+
+def test_bernoulli_needs_logits():
+  config = load_config("faces_mlp", "smoke")
+  config.loss.likelihood = "bernoulli"
+  for activation in ("sigmoid", "tanh"):
+    config.model.output_activation = activation
+    with pytest.raises(ValueError, match="output_activation='none'"):
+      build_model(config.model, config.loss, _image_shape(config))
+  config.model.output_activation = "none"
+  assert build_model(config.model, config.loss, _image_shape(config)).output_activation == "none"
+
+
+def test_unknown_output_activation_raises():
+  config = load_config("faces_mlp", "smoke")
+  config.model.output_activation = "softplus"
+  model = build_model(config.model, config.loss, _image_shape(config))
+  with pytest.raises(ValueError, match="softplus"):
+    _abstract_params(model, _image_shape(config))
+
+
+def test_learned_scale_adds_exactly_one_parameter():
+  config = load_config("faces_mlp", "smoke")
+  image_shape = _image_shape(config)
+  fixed = traverse_util.flatten_dict(_abstract_params(build_model(config.model, config.loss, image_shape), image_shape))
+  config.loss.likelihood = "gaussian_learned"
+  config.loss.scale = 0.2
+  model = build_model(config.model, config.loss, image_shape)
+  learned = traverse_util.flatten_dict(_abstract_params(model, image_shape))
+  assert set(learned) - set(fixed) == {("log_scale",)}
+  assert set(fixed) <= set(learned)
+  assert learned[("log_scale",)].shape == ()
+  assert _num_params(learned) == _num_params(fixed) + 1
+  # Its initial value is log(config.loss.scale). (Initialising through ``likelihood_log_scale``
+  # creates only that parameter: the encoder and decoder are never called.)
+  params = model.init(_KEY, method=model.likelihood_log_scale)["params"]
+  assert set(params) == {"log_scale"}
+  assert float(params["log_scale"]) == pytest.approx(math.log(0.2))
+  assert float(model.apply({"params": params}, method=model.likelihood_log_scale)) == pytest.approx(math.log(0.2))

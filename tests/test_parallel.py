@@ -1,0 +1,97 @@
+"""Data parallelism: a batch split over 4 (forced CPU) devices trains exactly like one device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, load_config
+from vae_jax import parallel
+from vae_jax.models import build_model
+from vae_jax.train import create_train_state, make_optimizer, make_train_step
+
+STEPS = 4
+
+
+def losses_on(num_devices: int, workdir: str | None = None) -> dict:
+  """Losses of STEPS train steps of the galaxy smoke model on a mesh of ``num_devices`` devices.
+
+  With ``workdir``, also runs ``train_and_evaluate`` on the faces MLP smoke
+  preset there (the whole loop: sharded batches, evaluation, checkpoints).
+  """
+  config = load_config("galaxy", "smoke")
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  model = build_model(config.model, config.loss, shape)
+  mesh = parallel.make_mesh(jax.devices()[:num_devices])
+  state = create_train_state(model, make_optimizer(config.opt, STEPS), shape, jax.random.key(0))
+  state = parallel.replicate(state, mesh)
+  step = make_train_step(model, config)
+  batches = np.random.default_rng(0).integers(0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8)
+  losses = []
+  for batch in batches:
+    x = parallel.shard_batch(batch, mesh)
+    state, metrics = step(state, x, jax.random.key(1))
+    losses.append(float(metrics["loss"]))
+  result = {
+      "losses": losses,
+      "batch_devices": len(x.sharding.device_set),
+      "batch_shard_rows": sorted({s.data.shape[0] for s in x.addressable_shards}),
+      "params_replicated": all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state.params)),
+  }
+  if workdir:
+    from vae_jax.train import train_and_evaluate
+
+    final = train_and_evaluate(load_config("faces_mlp", "smoke"), workdir)
+    result["fit_steps"] = int(final.step)
+    result["fit_params_replicated"] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(final.params))
+  return result
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory) -> dict:
+  """``losses_on(4)`` in a fresh process with 4 forced CPU devices."""
+  workdir = tmp_path_factory.mktemp("fit4")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  code = (
+      "import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_parallel as t; "
+      "print('RESULT ' + json.dumps(t.losses_on(4, sys.argv[3])))"
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", code, str(Path(__file__).parent), str(ROOT), str(workdir)],
+      env=env, capture_output=True, text=True, timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def test_four_devices_split_the_batch_and_replicate_the_parameters(four_devices):
+  assert four_devices["batch_devices"] == 4
+  assert four_devices["batch_shard_rows"] == [load_config("galaxy", "smoke").train.batch_size // 4]
+  assert four_devices["params_replicated"]
+
+
+def test_four_devices_give_the_losses_of_one(four_devices):
+  one = losses_on(1)
+  assert one["batch_devices"] == 1
+  assert len(set(one["losses"])) == STEPS  # the parameters move, so the comparison is not of a constant
+  np.testing.assert_allclose(four_devices["losses"], one["losses"], rtol=1e-5)
+
+
+def test_train_and_evaluate_runs_on_four_devices(four_devices):
+  assert four_devices["fit_steps"] == load_config("faces_mlp", "smoke").train.steps
+  assert four_devices["fit_params_replicated"]
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused():
+  parallel.check_batch_size(7, 1)  # one device takes any batch
+  parallel.check_batch_size(12, 4)
+  with pytest.raises(ValueError, match="multiple of 4"):
+    parallel.check_batch_size(10, 4)

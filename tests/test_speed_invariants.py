@@ -1,0 +1,92 @@
+"""What the speed work must not break: one trace per step function, bf16 close to f32, exact pooling."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vae_jax.train as train_module
+from conftest import load_config
+from vae_jax.checkpoint import Checkpointer
+from vae_jax.models import build_model
+from vae_jax.models.conv import max_pool_2x2
+from vae_jax.train import create_train_state, make_optimizer, make_train_step
+
+STEPS = 6
+
+
+def _setup(name: str, compute_dtype: str = "float32"):
+  config = load_config(name, "smoke")
+  config.train.compute_dtype = compute_dtype
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  model = build_model(config.model, config.loss, shape)
+  tx = make_optimizer(config.opt, STEPS)
+  state = create_train_state(model, tx, shape, jax.random.key(0))
+  batches = np.random.default_rng(0).integers(0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8)
+  return config, model, tx, state, batches
+
+
+def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, monkeypatch):
+  traces = []
+  augment = train_module.augment
+
+  def counting_augment(*args, **kwargs):  # runs once per trace of the step, never per call
+    traces.append(1)
+    return augment(*args, **kwargs)
+
+  monkeypatch.setattr(train_module, "augment", counting_augment)
+  config, model, tx, state, batches = _setup("faces_mlp")
+  step = make_train_step(model, config)
+  key = jax.random.key(1)
+  for batch in batches[: STEPS // 2]:
+    state, metrics = step(state, batch, key)
+  ckpt = Checkpointer(tmp_path / "checkpoints")
+  ckpt.save(STEPS // 2, state)
+  ckpt.wait()
+  # Restored into a fresh state of the same model and optimiser, as ``fit`` does on resume.
+  state = ckpt.restore(create_train_state(model, tx, batches.shape[2:], jax.random.key(5)))
+  ckpt.close()
+  assert int(state.step) == STEPS // 2
+  for batch in batches[STEPS // 2 :]:
+    state, metrics = step(state, batch, key)
+  jax.block_until_ready(metrics)
+  assert int(state.step) == STEPS
+  assert len(traces) == 1
+
+
+@pytest.mark.parametrize("name", ["faces_conv", "galaxy"])
+def test_bfloat16_compute_stays_close_to_float32(name):
+  """Same initial parameters and batches; bf16 activations, f32 parameters, optimiser state and loss."""
+  losses = {}
+  for dtype in ("float32", "bfloat16"):
+    config, model, _, state, batches = _setup(name, dtype)
+    step = make_train_step(model, config)
+    out = []
+    for batch in batches:
+      state, metrics = step(state, batch, jax.random.key(1))
+      assert metrics["loss"].dtype == jnp.float32
+      out.append(float(metrics["loss"]))
+    assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+    losses[dtype] = np.asarray(out)
+  assert np.all(np.isfinite(losses["bfloat16"]))
+  assert not np.array_equal(losses["bfloat16"], losses["float32"])  # the switch changes the arithmetic
+  # bf16 keeps 8 bits of mantissa (~0.4 % per rounding). Measured over these 6 steps: within 0.02 %
+  # (conv) and 0.07 % (galaxy) of float32's loss; the stated tolerance is 0.5 %.
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=5e-3)
+
+
+def test_unknown_compute_dtype_is_refused():
+  config, model, *_ = _setup("faces_mlp", "float16")
+  with pytest.raises(ValueError, match="compute_dtype"):
+    make_train_step(model, config)
+
+
+@pytest.mark.parametrize("size", [(26, 26), (13, 13), (6, 7)])
+def test_max_pool_2x2_is_nn_max_pool(size):
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2,) + size + (3,)), jnp.float32)
+  np.testing.assert_array_equal(
+      np.asarray(max_pool_2x2(x)), np.asarray(nn.max_pool(x, (2, 2), strides=(2, 2)))
+  )

@@ -42,7 +42,6 @@ is compared with this machine's measured f32 matmul peak.
 Ends with one JSON line: {"mlp": {"jax_images_per_s": …, "torch_images_per_s": …, "ratio": …, …}, …}.
 """
 
-import importlib.util
 import json
 import math
 import statistics
@@ -59,13 +58,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from common import load_config  # noqa: E402
 from flops import compiled_flops, matmul_peak_gflops  # noqa: E402
 from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
 
 _MODELS = flags.DEFINE_list("models", ["mlp", "conv", "stacknn", "galaxy", "galaxy_k2"], "Which pairs to time.")
@@ -80,17 +79,6 @@ PAIRS = {
     "galaxy": ("galaxy", {}),
     "galaxy_k2": ("galaxy", {}),
 }
-
-
-def load_config(name: str, overrides: dict):
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for dotted, value in overrides.items():
-    group, field = dotted.split(".")
-    config[group][field] = value
-  return config
 
 
 # --- PyTorch: the seeds' models, written from their descriptions (DESIGN.md) ---------------------------
@@ -296,7 +284,6 @@ def steps_for_window(run: Callable, block: Callable, window_s: float) -> int:
 
 def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float) -> dict:
   config = load_config(*PAIRS[name])
-  config.unlock()
   batch = config.train.batch_size
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   images_uint8 = np.random.default_rng(0).integers(0, 256, (batch,) + shape, dtype=np.uint8)

@@ -38,7 +38,7 @@ from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
 import vae_jax.models.conv as conv  # noqa: E402
-from compare_pytorch import load_config  # noqa: E402
+from common import load_config  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder  # noqa: E402
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
@@ -121,14 +121,14 @@ def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
 def _variants() -> dict[str, tuple[Callable, int]]:
   """Build every variant's step now (module swaps only matter while tracing)."""
   if _EXPERIMENT.value == "pool":
-    config = load_config("faces_conv", {})
+    config = load_config("faces_conv")
     library = conv.max_pool_2x2
     conv.max_pool_2x2 = lambda h: nn.max_pool(h, (2, 2), strides=(2, 2))
     before = _step_for(config)
     conv.max_pool_2x2 = library
     return {"before: nn.max_pool": before, "after: max_pool_2x2": _step_for(config)}
   if _EXPERIMENT.value == "fcn_einsum":
-    config = load_config("galaxy", {})
+    config = load_config("galaxy")
     library = _step_for(config)
     models.FCNEncoder, models.FCNDecoder = _EinsumEncoder, _EinsumDecoder
     try:
@@ -136,7 +136,7 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     finally:
       models.FCNEncoder, models.FCNDecoder = FCNEncoder, FCNDecoder
     return {"space_to_depth + Dense (library)": library, "einsum on reshape": einsum}
-  config = load_config(_CONFIG.value, {})
+  config = load_config(_CONFIG.value)
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:
     name, value = spec.split("=", 1)

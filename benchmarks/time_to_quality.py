@@ -64,17 +64,23 @@ RUNS = {
 
 
 def pca_target(config_path: str, overrides: tuple[str, ...], k: int) -> float:
-  """Held-out PSNR of a k-component PCA on the split and preprocessing the run's config gives."""
-  from ml_collections import config_flags
-  from absl import flags
+  """Held-out PSNR of a k-component PCA on the split and preprocessing the run's config gives.
 
+  ``overrides`` are ``--config.group.field=value`` flags (values converted to the field's type).
+  """
+  from common import load_config
   from pca_baseline import pca_psnr
   from vae_jax.data.pipeline import build_dataset, load_images
 
-  fv = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", str(ROOT / config_path), "", flag_values=fv)
-  fv(["pca", *overrides])
-  config = holder.value
+  config = load_config(Path(config_path).stem)
+  for flag in overrides:
+    dotted, value = flag.removeprefix("--config.").split("=", 1)
+    *groups, field = dotted.split(".")
+    node = config
+    for group in groups:
+      node = node[group]
+    old = node[field]
+    node[field] = value.lower() in ("1", "true") if isinstance(old, bool) else type(old)(value)
   dataset = build_dataset(config)
   train = load_images(dataset.train, dataset.preprocess)
   val = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images)

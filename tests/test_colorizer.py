@@ -167,7 +167,7 @@ def test_bin_train_trains_a_colorizer(colorizer_workdir):
     assert {"psnr_db", "grey_psnr_db", "color_mse", "luminance_mse", "loss"} <= set(r)
     assert r["loss"] == pytest.approx(r["color_mse"] + r["luminance_mse"], rel=1e-5)
   assert json.loads((colorizer_workdir / "config.json").read_text())["task"] == "colorizer"
-  grid = np.asarray(Image.open(colorizer_workdir / "samples" / "colorize.png"))
+  grid = np.asarray(Image.open(colorizer_workdir / "samples" / "training" / "colorize.png"))
   assert grid.ndim == 3 and grid.shape[0] > 3 * 30 * 4  # grey, colourised and original rows, upscaled
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, load_config
 from vae_jax import parallel
 from vae_jax.models import build_model
-from vae_jax.train import create_train_state, make_optimizer, make_train_step
+from vae_jax.train import create_train_state, make_optimizer, make_train_step, train_and_evaluate
 
 STEPS = 4
 
@@ -46,8 +46,6 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
       "params_replicated": all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state.params)),
   }
   if workdir:
-    from vae_jax.train import train_and_evaluate
-
     final = train_and_evaluate(load_config("faces_mlp", "smoke"), workdir)
     result["fit_steps"] = int(final.step)
     result["fit_params_replicated"] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(final.params))

@@ -52,7 +52,7 @@ def test_run_writes_outputs(smoke_run):
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   from PIL import Image
 
-  recon = np.asarray(Image.open(workdir / "samples" / "recon.png"))
+  recon = np.asarray(Image.open(workdir / "samples" / "training" / "recon.png"))
   assert recon.ndim == 3 and recon.shape[0] > 30 * 4  # upscaled tiles
 
 

@@ -211,7 +211,7 @@ def train_colorizer(config: ml_collections.ConfigDict, workdir: str | Path) -> T
   """Train the colouriser ``config`` describes (``configs/colorizer.py``) in ``workdir``, resuming if it can.
 
   The workdir gets the same files as a VAE run (``vae_jax.train.fit``);
-  ``samples/colorize.png`` shows held-out grey inputs, their colourised
+  ``samples/training/colorize.png`` shows held-out grey inputs, their colourised
   versions and the originals, row by row.
   """
   if config.get("task") != TASK:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import losses, metrics
-from vae_jax.data.pipeline import load_images
+from vae_jax.data.pipeline import load_images, source_from_config
 from vae_jax.restore import Run, image_shape, image_subset, load_run
 from vae_jax.train import evaluate, make_eval_step, split_root_key
 
@@ -114,7 +114,11 @@ def evaluate_workdir(
       "ssim": float(np.mean(scores["ssim"])),
       "active_units": metrics.active_units(scores["mean"]),
   })
-  if hasattr(subset.source, "factors"):
-    factors = np.stack([subset.source.factors(int(i)) for i in subset.indices[: len(x)]])
-    result["factors"] = metrics.factor_report(scores["mean"], factors, subset.source.factor_names, mi_bins)
+  generator = source_from_config(config.data, data)
+  if hasattr(generator, "factors"):
+    # Cached images are rows of the decode cache; ``kept`` maps them back to the generator's indices.
+    rows = subset.indices[: len(x)]
+    indices = subset.source.kept[rows] if hasattr(subset.source, "kept") else rows
+    factors = np.stack([generator.factors(int(i)) for i in indices])
+    result["factors"] = metrics.factor_report(scores["mean"], factors, generator.factor_names, mi_bins)
   return result

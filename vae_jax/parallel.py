@@ -2,7 +2,7 @@
 
 The same code runs on one CPU, on N forced CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), on a multi-GPU
-machine and on a TPU slice: the train step is one ``jax.jit`` program whose
+machine and on a single TPU host: the train step is one ``jax.jit`` program whose
 inputs carry shardings, and XLA inserts the gradient all-reduce. The global
 batch is ``config.train.batch_size`` whatever the device count, so a run's
 numbers do not depend on the hardware it ran on.
@@ -11,9 +11,10 @@ Launching: on one machine with several GPUs (or a single TPU host) the usual
 command uses every device, e.g. ``python bin/train.py --config
 configs/galaxy.py --config.train.batch_size=64`` on 8 GPUs gives each 8
 images; ``CUDA_VISIBLE_DEVICES`` chooses the GPUs. Several hosts (a TPU pod
-slice, a GPU cluster) are not wired up yet: ``fit`` reads the whole global
-batch on every process, and needs ``jax.distributed.initialize`` plus a
-per-process data shard before ``shard_batch``'s multi-process branch is used.
+slice, a GPU cluster) are not wired up yet: that needs
+``jax.distributed.initialize``, a data shard per process and
+``jax.make_array_from_process_local_data``; ``shard_batch`` refuses to run
+in more than one process until then.
 """
 
 from __future__ import annotations
@@ -57,14 +58,11 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
-  """This process's rows of the global batch → one global array split along ``data``.
-
-  With one process ``local_batch`` is the whole batch; with several, each
-  passes its own ``batch_size / process_count`` rows and the global array is
-  their concatenation in process order.
-  """
-  sharding = batch_sharding(mesh)
-  if jax.process_count() == 1:
-    return jax.device_put(local_batch, sharding)
-  return jax.make_array_from_process_local_data(sharding, local_batch)
+def shard_batch(batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """The global batch → one array split along ``data`` over the mesh (one process)."""
+  if jax.process_count() > 1:
+    raise NotImplementedError(
+        "Training over several processes (jax.distributed) is not supported yet: every process would need "
+        "its own shard of the data. Run one process per machine over its local devices."
+    )
+  return jax.device_put(batch, batch_sharding(mesh))

@@ -356,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   """Train the VAE ``config`` describes in ``workdir``, resuming from its latest checkpoint if there is one.
 
   The workdir receives ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
-  ``tensorboard/`` event files and ``samples/*.png`` grids (fixed keys).
+  ``tensorboard/`` event files and ``samples/training/*.png`` grids (fixed keys).
 
   Returns:
     The final train state.
@@ -420,7 +420,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
       result = task.evaluate(state.params)
       run_log.scalars(step, "val", result)
       log.info("step %d val: %s", step, task.summary(result))
-      run_log.pictures(step, task.pictures(state.params), workdir / "samples")
+      run_log.pictures(step, task.pictures(state.params), workdir / "samples" / "training")
 
   def check_finite(metrics: Metrics, step: int) -> dict:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}

@@ -20,6 +20,7 @@ import colorsys
 import functools
 import math
 import operator
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -228,9 +229,18 @@ def render_galaxy(factors: np.ndarray, image_size: int = 256,
 
 
 class _Source:
-    """Random-access source: ``len``, ``[i]`` -> image and ``factors(i)``."""
+    """Random-access source: ``len``, ``[i]`` -> image and ``factors(i)``.
+
+    It also describes itself for the decode cache (``identity``,
+    ``fingerprint``, ``describe``, as the file sources do): rendering costs a
+    few milliseconds an image, far more than a small model's train step, so
+    training reads rendered, preprocessed images from the cache.
+    """
 
     factor_names: tuple[str, ...] = ()
+    kind: str = ""
+    # Bump when a renderer changes, so caches of the old pictures are not reused.
+    RENDER_VERSION = 1
 
     def __init__(self, num_images: int, image_size: int, seed: int) -> None:
         if num_images < 0 or image_size < 8:
@@ -243,6 +253,15 @@ class _Source:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_images={self.num_images}, "
                 f"image_size={self.image_size}, seed={self.seed})")
+
+    def identity(self) -> str:
+        return f"synthetic:{self.kind}"
+
+    def fingerprint(self) -> Iterator[str]:
+        yield f"{self!r} render v{self.RENDER_VERSION}"
+
+    def describe(self, index: int) -> str:
+        return f"synthetic:{self.kind}[{index}]"
 
     def _draw(self, index: int) -> tuple[np.ndarray, np.random.Generator]:
         """Factors of image ``index`` and the generator, positioned after them."""
@@ -261,6 +280,7 @@ class SyntheticFaces(_Source):
     """Cartoon anime-style faces; stands in for the 30×30 anime-face data."""
 
     factor_names = FACE_FACTORS
+    kind = "faces"
 
     def __init__(self, num_images: int = 4000, image_size: int = 64, seed: int = 0) -> None:
         super().__init__(num_images, image_size, seed)
@@ -273,6 +293,7 @@ class SyntheticGalaxies(_Source):
     """SDSS-like galaxy photos; stands in for Galaxy Zoo."""
 
     factor_names = GALAXY_FACTORS
+    kind = "galaxies"
 
     def __init__(self, num_images: int = 4000, image_size: int = 256, seed: int = 0) -> None:
         super().__init__(num_images, image_size, seed)

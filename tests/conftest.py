@@ -25,3 +25,45 @@ def shared_data(relative: str) -> Path:
   if not path.exists():
     pytest.skip(f"{path} not present")
   return path
+
+
+def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
+  """Train ``faces_mlp:smoke`` in a subprocess, SIGKILL it right after its first checkpoint lands, re-run it.
+
+  The process (and any data workers, via its own session's process group) is
+  killed mid-run; the same command is then run again to the end.
+
+  Returns:
+    The step of the checkpoint the re-run resumed from.
+  """
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  from vae_jax.checkpoint import Checkpointer
+
+  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+         f"--workdir={workdir}"] + overrides
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+  ckpts = workdir / "checkpoints"
+  try:
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+      if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
+        break
+      time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+  finally:
+    try:
+      os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+    proc.wait()
+  latest = Checkpointer(ckpts).latest_step()
+  assert latest is not None and latest < steps, latest
+  resumed = subprocess.run(cmd, capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"Resumed from step {latest}" in resumed.stderr
+  return latest

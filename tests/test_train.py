@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_config
+from conftest import kill_then_rerun, load_config
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
-from vae_jax.train import NonFiniteLossError, train_and_evaluate
+from vae_jax.models import build_model
+from vae_jax.train import NonFiniteLossError, create_train_state, make_optimizer, train_and_evaluate
 
 
 def _params(state) -> list[np.ndarray]:
@@ -79,24 +74,9 @@ def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
       f"--config.train.steps={steps}", f"--config.train.ckpt_every={every}",
       "--config.train.eval_every=150", "--config.train.log_every=50",
   ]
-  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke"]
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(cmd + [f"--workdir={killed}"] + overrides, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  kill_then_rerun(killed, overrides, steps)
   ckpts = killed / "checkpoints"
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None:
-    if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
-      break
-    time.sleep(0.005)
-  assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  latest = Checkpointer(ckpts).latest_step()
-  assert latest is not None and latest < steps, latest
-
-  resumed = subprocess.run(cmd + [f"--workdir={killed}"] + overrides, capture_output=True, text=True)
-  assert resumed.returncode == 0, resumed.stderr[-2000:]
-  assert f"Resumed from step {latest}" in resumed.stderr
 
   config = load_config("faces_mlp")
   config.train.steps, config.train.ckpt_every, config.train.eval_every, config.train.log_every = steps, every, 150, 50
@@ -129,9 +109,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     train_and_evaluate(config, tmp_path)
   saved = Checkpointer(tmp_path / "checkpoints").latest_step()
   if saved is not None:  # whatever was saved holds finite parameters
-    restored = Checkpointer(tmp_path / "checkpoints").restore(
-        train_and_evaluate.__globals__["create_train_state"](
-            train_and_evaluate.__globals__["build_model"](config.model, config.loss, (30, 30, 1)),
-            train_and_evaluate.__globals__["make_optimizer"](config.opt, config.train.steps),
-            (30, 30, 1), jax.random.key(0)))
+    model = build_model(config.model, config.loss, (30, 30, 1))
+    like = create_train_state(model, make_optimizer(config.opt, config.train.steps), (30, 30, 1), jax.random.key(0))
+    restored = Checkpointer(tmp_path / "checkpoints").restore(like)
     assert all(np.isfinite(p).all() for p in _params(restored))

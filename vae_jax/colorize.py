@@ -30,12 +30,11 @@ import numpy as np
 import optax
 
 from vae_jax import images, losses, sampling
-from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import load_config
 from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import Dataset
 from vae_jax.models.colorizer import build_colorizer, luminance
-from vae_jax.restore import Run, image_shape, load_run
+from vae_jax.restore import Run, image_shape, load_run, restore_params
 from vae_jax.train import Task, TrainState, batch_means, fit, make_optimizer
 
 TASK = "colorizer"
@@ -227,22 +226,12 @@ def load_colorizer(workdir: str | Path, step: int | None = None) -> Run:
   config = load_config(workdir)
   if config.get("task") != TASK:
     raise ValueError(f"{workdir} holds a {config.get('task', 'vae')!r} run, not a colouriser (configs/colorizer.py).")
-  ckpt_dir = workdir / "checkpoints"
-  if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-    raise FileNotFoundError(
-        f"No checkpoint in {ckpt_dir}: train first "
-        f"(python bin/train.py --config configs/colorizer.py --workdir {workdir})."
-    )
   shape = image_shape(config.data)
   model = build_colorizer(config.model, shape)
   tx = make_optimizer(config.opt, config.train.steps)
-  abstract = jax.eval_shape(lambda: create_colorizer_state(model, tx, shape, jax.random.key(0)))
-  ckpt = Checkpointer(ckpt_dir)
-  try:
-    state = ckpt.restore(abstract, step=step)
-  finally:
-    ckpt.close()
-  return Run(config, model, state.params)
+  params = restore_params(workdir, lambda: create_colorizer_state(model, tx, shape, jax.random.key(0)), step,
+                          "python bin/train.py --config configs/colorizer.py --workdir")
+  return Run(config, model, params)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

@@ -8,7 +8,7 @@ always rebuilt from the config it was trained with, never from flags.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import ml_collections
@@ -55,19 +55,25 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     raise ValueError(f"{workdir} holds a {config.task!r} run, not a VAE: point --workdir at a VAE's workdir.")
   shape = image_shape(config.data)
   model = build_model(config.model, config.loss, shape)
+  tx = make_optimizer(config.opt, config.train.steps)
+  params = restore_params(workdir, lambda: create_train_state(model, tx, shape, jax.random.key(0)), step,
+                          "python bin/train.py --config ... --workdir")
+  return Run(config, model, params)
+
+
+def restore_params(workdir: Path, make_state: Callable[[], Any], step: int | None, train_command: str) -> Any:
+  """Parameters of ``workdir``'s checkpoint ``step`` (default: latest) into the structure ``make_state`` builds.
+
+  ``make_state`` is only traced (``jax.eval_shape``), never run.
+  """
   ckpt_dir = workdir / "checkpoints"
   if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-    raise FileNotFoundError(
-        f"No checkpoint in {ckpt_dir}: train first (python bin/train.py --config ... --workdir {workdir})."
-    )
-  tx = make_optimizer(config.opt, config.train.steps)
-  abstract = jax.eval_shape(lambda: create_train_state(model, tx, shape, jax.random.key(0)))
+    raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir}).")
   ckpt = Checkpointer(ckpt_dir)
   try:
-    state = ckpt.restore(abstract, step=step)
+    return ckpt.restore(jax.eval_shape(make_state), step=step).params
   finally:
     ckpt.close()
-  return Run(config, model, state.params)
 
 
 def image_subset(

@@ -208,3 +208,13 @@ def test_mig_penalises_a_factor_split_over_two_latents(factors):
   assert gaps[1] == pytest.approx(1.0, abs=0.03)
   assert gaps[2] == pytest.approx(0.0, abs=0.03)
   assert score == pytest.approx(1.0 / 3.0, abs=0.03)
+
+
+def test_collapsed_dimension_cannot_win_a_factor():
+  """A dimension with tiny variance that still tracks a factor (a collapsed latent) scores zero MI."""
+  rng = np.random.default_rng(0)
+  factors = rng.uniform(size=(2000, 2))
+  latents = np.stack([factors[:, 0] * 3.0, factors[:, 1] * 1e-3, rng.normal(size=2000)], axis=1)
+  report = metrics.factor_report(latents, factors, ["a", "b"])
+  assert report["per_factor"]["a"]["best_dim"] == 0
+  assert report["per_factor"]["b"]["nmi_per_dim"][1] == 0.0

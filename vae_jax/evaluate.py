@@ -95,8 +95,8 @@ def evaluate_workdir(
   config = run.config
   subset, preprocess = image_subset(config, data, split)
   x = load_images(subset, preprocess, max_images, desc="images")
-  log.info("Scoring %d images of %s (%s) with K=%d importance samples.",
-           len(x), data or config.data.source, "all" if data else split, iw_samples)
+  log.info("Scoring %d of the %d images of %s (%s) with K=%d importance samples.",
+           len(x), len(subset), data or config.data.source, "all" if data else split, iw_samples)
   key = split_root_key(config.seed)["eval"]
   batch_size = min(config.train.eval_batch_size, len(x))
   result: dict[str, Any] = {"n_images": len(x), "source": data or config.data.source}

@@ -115,7 +115,10 @@ def ssim(x01: jax.Array, y01: jax.Array, window: int = 11, sigma: float = 1.5) -
   return ssim_map.reshape(ssim_map.shape[0], -1).mean(axis=-1)
 
 
-def active_units(means_NZ: np.ndarray, threshold: float = 0.01) -> int:
+ACTIVE_VARIANCE = 0.01  # the usual threshold (Burda et al., 2016)
+
+
+def active_units(means_NZ: np.ndarray, threshold: float = ACTIVE_VARIANCE) -> int:
   """Number of latent dimensions whose posterior mean has variance over the data above ``threshold``."""
   return int(np.sum(np.var(np.asarray(means_NZ, np.float64), axis=0) > threshold))
 
@@ -190,8 +193,13 @@ def factor_report(
     dimension's normalised MI, its gap over the runner-up, and the full
     normalised-MI and correlation rows (one entry per latent dimension);
     ``bins`` and ``n_images`` so a reader knows what the estimates rest on.
+
+  Inactive dimensions (posterior-mean variance ≤ 0.01, see ``active_units``)
+  count as carrying no information: binning each dimension over its own
+  range would otherwise let a collapsed dimension's tiny wiggles "win" a factor.
   """
   nmi = normalized_mutual_info(latents_NZ, factors_NF, bins)
+  nmi = np.where(np.var(np.asarray(latents_NZ, np.float64), axis=0) > ACTIVE_VARIANCE, nmi, 0.0)
   corr = correlation(latents_NZ, factors_NF)
   score, gaps = mig(nmi)
   per_factor = {}

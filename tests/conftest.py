@@ -67,3 +67,12 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert f"Resumed from step {latest}" in resumed.stderr
   return latest
+
+
+@pytest.fixture(scope="session")
+def smoke_vae(tmp_path_factory):
+  """One 6-step ``faces_mlp:smoke`` run, ``(workdir, final state)``, shared by the tests that only read it."""
+  from vae_jax.train import train_and_evaluate
+
+  workdir = tmp_path_factory.mktemp("smoke_vae")
+  return workdir, train_and_evaluate(load_config("faces_mlp"), workdir)

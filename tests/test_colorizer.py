@@ -141,11 +141,9 @@ def test_steps_lower_the_loss_on_a_fixed_batch_and_trace_once():
 
 
 @pytest.fixture(scope="module")
-def vae_workdir(tmp_path_factory):
-  """A 6-step smoke VAE on grey 30×30 synthetic faces: the sampler of grey images."""
-  workdir = tmp_path_factory.mktemp("vae")
-  train(load_config("faces_mlp"), workdir)
-  return workdir
+def vae_workdir(smoke_vae):
+  """The shared 6-step smoke VAE on grey 30×30 synthetic faces: the sampler of grey images."""
+  return smoke_vae[0]
 
 
 @pytest.fixture(scope="module")

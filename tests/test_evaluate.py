@@ -10,19 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, load_config
+from conftest import ROOT
 from vae_jax.data.synthetic import FACE_FACTORS
 from vae_jax.evaluate import evaluate_workdir
-from vae_jax.train import train_and_evaluate
 
 KEYS = ("n_images", "neg_elbo_nats", "bits_per_dim", "iwae_nll_nats", "psnr_db", "ssim", "active_units", "kl_per_dim")
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("eval_run")
-  train_and_evaluate(load_config("faces_mlp"), path)
-  return path
+def workdir(smoke_vae):
+  return smoke_vae[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, load_config
+from conftest import ROOT
 from vae_jax import images, sampling
 from vae_jax.restore import image_subset, load_run
-from vae_jax.train import train_and_evaluate
 
 H, W, C = 30, 30, 1  # faces_mlp:smoke images
 LATENT = 10
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """One smoke run of faces_mlp, restored the way bin/sample.py restores it."""
-  workdir = tmp_path_factory.mktemp("sample_run")
-  state = train_and_evaluate(load_config("faces_mlp"), workdir)
+def trained(smoke_vae):
+  """The shared smoke run of faces_mlp, restored the way bin/sample.py restores it."""
+  workdir, state = smoke_vae
   run = load_run(workdir)
   subset, preprocess = image_subset(run.config)
   x = np.stack([preprocess(subset[i]) for i in range(6)])

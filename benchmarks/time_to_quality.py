@@ -58,7 +58,7 @@ RUNS = {
     "galaxy": Run(
         "configs/galaxy.py",
         (f"--config.data.source=folder:{DATA / 'galaxy_zoo' / 'train'}", "--config.train.eval_every=100",
-         "--config.train.ckpt_every=100000"),
+         "--config.train.ckpt_every=100"),
         "27.0", 900.0),
 }
 

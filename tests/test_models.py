@@ -1,4 +1,4 @@
-"""Model registry, the seed architectures' sizes, shapes, and the FCN's space-to-depth convolutions."""
+"""Model registry, the seed architectures' sizes, shapes, the FCN's space-to-depth convolutions, the learned prior."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pytest
 from flax import traverse_util
 
 from conftest import load_config
+from vae_jax.losses import gaussian_kl
 from vae_jax.models import build_model
 from vae_jax.models.conv import conv_encoder_geometry
 from vae_jax.models.fcn import depth_to_space, space_to_depth
+from vae_jax.train import make_optimizer
 
 _KEY = jax.random.key(0)
 
@@ -250,3 +252,60 @@ def test_learned_scale_adds_exactly_one_parameter():
   assert set(params) == {"log_scale"}
   assert float(params["log_scale"]) == pytest.approx(math.log(0.2))
   assert float(model.apply({"params": params}, method=model.likelihood_log_scale)) == pytest.approx(math.log(0.2))
+
+
+# --- The learned prior and the sub-pixel upsamplings -----------------------------------------------
+
+
+def test_learned_prior_leaves_the_reconstruction_alone_and_is_what_the_kl_measures_against():
+  """``encode`` whitens by the prior, ``decode`` undoes it: the sample decoded is the same z."""
+  config = load_config("galaxy", "smoke")
+  assert config.model.learned_prior
+  image_shape = _image_shape(config)
+  model = build_model(config.model, config.loss, image_shape)
+  rng = np.random.default_rng(4)
+  params = jax.tree.map(lambda p: jnp.asarray(rng.normal(0.0, 0.1, p.shape), jnp.float32),
+                        _abstract_params(model, image_shape))
+  plain = dict(params, prior_mean=jnp.zeros(4), prior_log_std=jnp.zeros(4))
+  learned = dict(params, prior_mean=jnp.asarray([0.5, -1.0, 2.0, 0.0]), prior_log_std=jnp.asarray([-1.0, 0.3, 0.0, -2.0]))
+  x = jnp.asarray(rng.integers(0, 256, (3,) + image_shape, dtype=np.uint8))
+  apply = jax.jit(lambda p: model.apply({"params": p}, x, jax.random.key(3)))
+  raw, out = apply(plain), apply(learned)
+  np.testing.assert_allclose(np.asarray(out["decoded"]), np.asarray(raw["decoded"]), rtol=1e-4, atol=1e-5)
+  # KL(N(μ, σ²) ‖ N(m, s²)) in the encoder's own coordinates, per dimension.
+  m, log_s = learned["prior_mean"], learned["prior_log_std"]
+  mu, var = raw["mean"], jnp.exp(raw["logvar"])
+  closed_form = log_s - 0.5 * raw["logvar"] + (var + (mu - m) ** 2) / (2 * jnp.exp(2 * log_s)) - 0.5
+  np.testing.assert_allclose(np.asarray(gaussian_kl(out["mean"], out["logvar"])), np.asarray(closed_form),
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_the_learned_prior_has_its_own_optimizer():
+  config = load_config("galaxy", "smoke")
+  tx = make_optimizer(config.opt, total_steps=10)
+  params = {"prior_mean": jnp.zeros(2), "decoder": {"kernel": jnp.zeros(2)}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step is −lr·sign(g); the network's learning rate is still 0 in its warm-up.
+  np.testing.assert_allclose(np.asarray(updates["prior_mean"]), -config.opt.prior_learning_rate, rtol=1e-3)
+  np.testing.assert_array_equal(np.asarray(updates["decoder"]["kernel"]), 0.0)
+
+
+def test_sub_pixel_upsampling_is_a_3x3_convolution_to_four_times_the_channels():
+  config = load_config("galaxy", "smoke")
+  image_shape = _image_shape(config)
+  config.model.up_neighbourhoods = (3, 1, 3, 1)
+  decoder = _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)["decoder"]
+  ins = tuple(reversed(config.model.channels))  # 8, 8, 8, 4
+  outs = ins[1:] + (image_shape[-1],)
+  for i, size in enumerate(config.model.up_neighbourhoods):
+    expected = (size, size, ins[i], 4 * outs[i]) if size > 1 else (ins[i], 4 * outs[i])
+    assert decoder[f"up_{i}"]["kernel"].shape == expected
+
+
+@pytest.mark.parametrize("sizes", [(3, 3), (2, 1, 1, 1), (0, 1, 1, 1)])
+def test_up_neighbourhoods_need_one_odd_size_per_upsampling(sizes):
+  config = load_config("galaxy", "smoke")
+  config.model.up_neighbourhoods = sizes
+  with pytest.raises(ValueError, match="up_neighbourhoods"):
+    build_model(config.model, config.loss, _image_shape(config))

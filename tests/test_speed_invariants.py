@@ -90,3 +90,37 @@ def test_max_pool_2x2_is_nn_max_pool(size):
   np.testing.assert_array_equal(
       np.asarray(max_pool_2x2(x)), np.asarray(nn.max_pool(x, (2, 2), strides=(2, 2)))
   )
+
+
+def test_several_steps_per_dispatch_give_the_parameters_of_single_steps():
+  config, model, _, state, batches = _setup("faces_mlp")
+  single = make_train_step(model, config)
+  one = state
+  for batch in batches:
+    one, last = single(one, batch, jax.random.key(1))
+  config.train.steps_per_dispatch = 3
+  scanned = make_train_step(model, config)
+  _, _, _, several, _ = _setup("faces_mlp")
+  for group in batches.reshape((-1, 3) + batches.shape[1:]):
+    several, metrics = scanned(several, group, jax.random.key(1))
+  assert int(several.step) == int(one.step) == STEPS
+  np.testing.assert_allclose(float(metrics["loss"]), float(last["loss"]), rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(several.params), jax.tree.leaves(one.params), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_steps_per_dispatch_must_divide_the_loop_boundaries(tmp_path):
+  config = load_config("faces_mlp", "smoke")
+  config.train.steps_per_dispatch = 4  # the smoke preset logs every 2 steps
+  with pytest.raises(ValueError, match="steps_per_dispatch=4 .*log_every=2"):
+    train_module.train_and_evaluate(config, tmp_path)
+
+
+def test_a_run_with_three_steps_per_dispatch_ends_where_a_run_of_single_steps_does(tmp_path, smoke_vae):
+  _, single = smoke_vae
+  config = load_config("faces_mlp", "smoke")
+  config.train.steps_per_dispatch = config.train.log_every = 3
+  final = train_module.train_and_evaluate(config, tmp_path)
+  assert int(final.step) == int(single.step)
+  for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(single.params), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

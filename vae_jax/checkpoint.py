@@ -21,6 +21,16 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint does not fit the model the config describes."""
 
 
+def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
+  """Shape, dtype and where to put it: ``leaf``'s own sharding, or this process's first device.
+
+  Naming the sharding is what lets a checkpoint written by several processes
+  (or devices) come back in one, and the reverse.
+  """
+  sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+
+
 class Checkpointer:
   """Keeps the last ``keep`` checkpoints of (train state, data iterator) under ``directory``."""
 
@@ -52,7 +62,7 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"No checkpoint under {self.directory}.")
     self._check_params_match(step, state_like)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
+    abstract = jax.tree.map(_restore_target, state_like)
     items = {"state": ocp.args.StandardRestore(abstract)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)

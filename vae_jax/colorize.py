@@ -35,7 +35,7 @@ from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import Dataset
 from vae_jax.models.colorizer import build_colorizer, luminance
 from vae_jax.restore import Run, image_shape, load_run, restore_params
-from vae_jax.train import Task, TrainState, batch_means, fit, make_optimizer
+from vae_jax.train import Task, TrainState, batch_means, fit, jit_steps, make_optimizer, steps_per_dispatch
 
 TASK = "colorizer"
 
@@ -127,7 +127,7 @@ def make_colorizer_step(model: nn.Module, config: ml_collections.ConfigDict, gre
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.apply_gradients(grads=grads), metrics
 
-  return jax.jit(step, donate_argnums=0)
+  return jit_steps(step, steps_per_dispatch(config.train))
 
 
 def make_colorizer_eval_step(model: nn.Module, config: ml_collections.ConfigDict, grey_fn: GreyInput) -> Callable:

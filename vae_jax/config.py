@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "mlp"
   c.model.latent_dim = 10
   c.model.output_activation = "sigmoid"
+  c.model.learned_prior = False  # learn the prior's mean and scale (see vae_jax/models/vae.py)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.likelihood = "gaussian"  # gaussian | gaussian_learned | bernoulli
@@ -62,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.opt.schedule = "cosine"  # cosine | constant
   c.opt.weight_decay = 0.0
   c.opt.grad_clip = 100.0
+  c.opt.prior_learning_rate = 1e-2  # Adam for a learned prior's mean and scale (config.model.learned_prior)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000
@@ -73,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_batch_size = 256
   c.train.max_eval_images = 2000
   c.train.num_grid_images = 16
+  c.train.steps_per_dispatch = 1  # >1: that many steps per jitted call (lax.scan); must divide the *_every
   c.train.compute_dtype = "float32"  # float32 | bfloat16 (bf16 activations; float32 parameters and loss)
   return c
 

@@ -10,11 +10,16 @@ numbers do not depend on the hardware it ran on.
 Launching: on one machine with several GPUs (or a single TPU host) the usual
 command uses every device, e.g. ``python bin/train.py --config
 configs/galaxy.py --config.train.batch_size=64`` on 8 GPUs gives each 8
-images; ``CUDA_VISIBLE_DEVICES`` chooses the GPUs. Several hosts (a TPU pod
-slice, a GPU cluster) are not wired up yet: that needs
-``jax.distributed.initialize``, a data shard per process and
-``jax.make_array_from_process_local_data``; ``shard_batch`` refuses to run
-in more than one process until then.
+images; ``CUDA_VISIBLE_DEVICES`` chooses the GPUs.
+
+Several hosts run one process each, joined by ``initialize_distributed``
+(``bin/train.py --coordinator_address=HOST0:PORT --num_processes=N
+--process_id=I`` on each, or ``--distributed`` where JAX finds the cluster
+itself: TPU pod slices, SLURM, Open MPI). The mesh then spans every process's
+devices; each process reads its own ``1/N`` of the training images
+(``vae_jax.data.pipeline.train_iterator``) and contributes its rows of the
+global batch (``shard_batch``); only process 0 writes logs and pictures,
+and orbax writes checkpoints with every process taking part.
 """
 
 from __future__ import annotations
@@ -26,6 +31,30 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+
+
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 1, process_id: int = 0, auto: bool = False
+) -> None:
+  """Join a multi-process run; call before anything else touches JAX. Does nothing for one process.
+
+  Args:
+    coordinator_address: ``host:port`` of process 0 (it listens there).
+    num_processes: how many processes train together.
+    process_id: this process's index, 0 … num_processes - 1.
+    auto: let ``jax.distributed.initialize`` detect the cluster (TPU pod
+      slice, SLURM, Open MPI) instead of the three explicit values.
+  """
+  if not auto and num_processes <= 1:
+    return
+  if not auto and not coordinator_address:
+    raise ValueError("Several processes need --coordinator_address=HOST:PORT (process 0's address).")
+  # Processes that compute on CPUs exchange gradients through gloo (JAX's CPU collectives).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if auto:
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -44,9 +73,9 @@ def check_batch_size(batch_size: int, num_devices: int) -> None:
     )
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over ``data``; other axes whole."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+  """The batch axis (leading, or second for k stacked batches) split over ``data``; other axes whole."""
+  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -58,11 +87,6 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
 
 
-def shard_batch(batch: np.ndarray, mesh: Mesh) -> jax.Array:
-  """The global batch → one array split along ``data`` over the mesh (one process)."""
-  if jax.process_count() > 1:
-    raise NotImplementedError(
-        "Training over several processes (jax.distributed) is not supported yet: every process would need "
-        "its own shard of the data. Run one process per machine over its local devices."
-    )
-  return jax.device_put(batch, batch_sharding(mesh))
+def shard_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
+  """This process's rows of the global batch → the global array split along ``data`` over the mesh."""
+  return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)

@@ -31,7 +31,9 @@ from vae_jax import images, losses, parallel
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from vae_jax.config import load_config, save_config
 from vae_jax.data.augment import augment
-from vae_jax.data.pipeline import Dataset, build_dataset, load_images, train_iterator
+from vae_jax.data.pipeline import (
+    Dataset, DevicePrefetch, StackedBatches, build_dataset, load_images, train_iterator,
+)
 from vae_jax.models import build_model
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,24 @@ def split_root_key(seed: int) -> dict[str, jax.Array]:
   return {"init": init, "train": train, "eval": eval_, "sample": sample}
 
 
+PRIOR_PARAM_PREFIX = "prior_"
+
+
+def _optimizer_labels(params: Any) -> Any:
+  """``"prior"`` for the learned prior's parameters (top-level ``prior_*``), ``"net"`` for the rest."""
+  return {k: jax.tree.map(lambda _, k=k: "prior" if k.startswith(PRIOR_PARAM_PREFIX) else "net", v)
+          for k, v in params.items()}
+
+
 def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """Adam(W) with linear warm-up, then cosine decay or constant, and global-norm clipping."""
+  """Adam(W) with linear warm-up, then cosine decay or constant, and global-norm clipping.
+
+  A learned prior's mean and scale (``vae_jax.models.vae.VAE.learned_prior``)
+  get their own plain Adam at ``opt_cfg.prior_learning_rate``: only the KL
+  moves them, and it has to bring them to the codes' mean and spread (units
+  of order 1) within a few hundred steps, while the network's learning rate
+  moves a parameter by at most about itself per step.
+  """
   warmup = min(opt_cfg.warmup_steps, max(total_steps - 1, 0))
   if opt_cfg.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(
@@ -64,10 +82,9 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> opta
     )
   else:
     raise ValueError(f"Unknown config.opt.schedule {opt_cfg.schedule!r}; choose cosine or constant.")
-  return optax.chain(
-      optax.clip_by_global_norm(opt_cfg.grad_clip),
-      optax.adamw(lr, weight_decay=opt_cfg.weight_decay),
-  )
+  net = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip), optax.adamw(lr, weight_decay=opt_cfg.weight_decay))
+  prior = optax.adam(opt_cfg.get("prior_learning_rate", 1e-2))
+  return optax.multi_transform({"net": net, "prior": prior}, _optimizer_labels)
 
 
 def create_train_state(
@@ -119,8 +136,31 @@ def elbo_terms(
   return {"rec": rec, "kl_BZ": losses.gaussian_kl(out["mean"], out["logvar"]), **out}
 
 
+def jit_steps(step: Callable, steps_per_dispatch: int = 1) -> Callable:
+  """Jit ``step(state, batch, *rest) -> (state, metrics)`` with the state donated.
+
+  With ``steps_per_dispatch`` k > 1 the compiled program takes k batches
+  stacked k×B×… and runs the k steps in a ``lax.scan``: one dispatch, one
+  host round trip and one launch instead of k, which pays where a step is
+  short (small models, accelerators). The steps are the same computation, so
+  the parameters match those of k single steps; the metrics are the last
+  step's.
+  """
+  if steps_per_dispatch == 1:
+    return jax.jit(step, donate_argnums=0)
+
+  def steps(state, batches, *rest):
+    state, metrics = jax.lax.scan(lambda s, batch: step(s, batch, *rest), state, batches)
+    return state, jax.tree.map(lambda m: m[-1], metrics)
+
+  return jax.jit(steps, donate_argnums=0)
+
+
 def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
   """One jitted, state-donating step: ``step(state, batch_uint8, train_key) -> (state, metrics)``.
+
+  With ``config.train.steps_per_dispatch`` k > 1 it takes k stacked batches
+  and runs k steps (``jit_steps``).
 
   ``config.train.compute_dtype="bfloat16"`` runs the model's activations in
   bf16 (parameters cast inside the step) while parameters, gradients, the
@@ -157,7 +197,11 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
     metrics["grad_norm"] = optax.tree.norm(grads)
     return state.apply_gradients(grads=grads), metrics
 
-  return jax.jit(step, donate_argnums=0)
+  return jit_steps(step, steps_per_dispatch(config.train))
+
+
+def steps_per_dispatch(train_cfg: ml_collections.ConfigDict) -> int:
+  return train_cfg.get("steps_per_dispatch", 1)
 
 
 def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
@@ -268,6 +312,18 @@ def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
           f"{workdir} holds a run with a different config.{group} (saved vs now: {diff}). "
           "Use the same config to resume it, or choose a new --workdir."
       )
+
+
+def _check_steps_per_dispatch(train_cfg: ml_collections.ConfigDict) -> None:
+  """Every step the loop stops at (logs, evaluations, checkpoints, the end) must end a dispatch."""
+  k = steps_per_dispatch(train_cfg)
+  names = ("steps", "log_every", "eval_every", "ckpt_every")
+  bad = [f"{n}={train_cfg[n]}" for n in names if k < 1 or train_cfg[n] % k]
+  if bad:
+    raise ValueError(
+        f"config.train.steps_per_dispatch={k} must be ≥ 1 and divide config.train's {', '.join(names)} "
+        f"({', '.join(bad)} do not)."
+    )
 
 
 class _RunLog:
@@ -392,13 +448,18 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
 
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh.devices.size)
+  _check_steps_per_dispatch(config.train)
   dataset: Dataset = build_dataset(config, workdir)
   keys = split_root_key(config.seed)
   total = config.train.steps
   val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
   task = build_task(config, dataset, keys, val_images)
   state = task.state
-  data_iter = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
+  per_dispatch = steps_per_dispatch(config.train)
+  batches = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
+  if per_dispatch > 1:
+    batches = StackedBatches(batches, per_dispatch)
+  data_iter = DevicePrefetch(batches, sharding=parallel.batch_sharding(mesh, stacked=per_dispatch > 1))
 
   ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
   if ckpt.latest_step() is not None:
@@ -406,6 +467,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
     log.info("Resumed from step %d in %s.", int(state.step), ckpt.directory)
   state = parallel.replicate(state, mesh)
   start = int(state.step)
+  if start % per_dispatch:
+    raise ValueError(
+        f"The checkpoint is at step {start}, not a multiple of config.train.steps_per_dispatch={per_dispatch}; "
+        "resume with a steps_per_dispatch that divides it."
+    )
 
   run_log = _RunLog(workdir)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -437,11 +503,10 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
                   disable=jax.process_index() != 0)
   t_last, step_last, announced = time.perf_counter(), start, False
   try:
-    for step in range(start, total):
-      batch = parallel.shard_batch(next(data_iter), mesh)
-      state, metrics = task.train_step(state, batch, keys["train"])
-      done = step + 1
-      bar.update(1)
+    for step in range(start, total, per_dispatch):
+      state, metrics = task.train_step(state, next(data_iter), keys["train"])
+      done = step + per_dispatch
+      bar.update(per_dispatch)
       if done % config.train.log_every == 0 or done == total:
         values = check_finite(metrics, done)
         now = time.perf_counter()

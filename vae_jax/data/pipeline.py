@@ -373,6 +373,26 @@ def _exit_with_parent(worker_index: int, worker_count: int) -> None:
   threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+class StackedBatches(grain.DatasetIterator):
+  """``k`` consecutive batches stacked into one k×B×… array, for k train steps per dispatch.
+
+  A group is taken whole, so the state between groups is the parent's.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, k: int):
+    super().__init__(parent)
+    self._iterator, self._k = parent, k
+
+  def __next__(self) -> np.ndarray:
+    return np.stack([next(self._iterator) for _ in range(self._k)])
+
+  def get_state(self) -> dict:
+    return self._iterator.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._iterator.set_state(state)
+
+
 class DevicePrefetch(grain.DatasetIterator):
   """Keeps the next ``size`` batches already on the accelerator.
 

@@ -43,6 +43,11 @@ def _conv(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
 
 def _fcn(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
   levels = len(cfg.channels)
+  sizes = tuple(cfg.get("up_neighbourhoods", ()))
+  if sizes and (len(sizes) != levels or any(s < 1 or s % 2 != 1 for s in sizes)):
+    raise ValueError(
+        f"config.model.up_neighbourhoods needs one odd size (1, 3, …) per upsampling ({levels}); got {sizes}."
+    )
   size = image_shape[0] // 2**levels
   if size * 2**levels != image_shape[0] or image_shape[0] != image_shape[1]:
     raise ValueError(
@@ -54,6 +59,7 @@ def _fcn(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
       start_shape=(size, size, cfg.channels[-1]),
       channels=tuple(reversed(cfg.channels[:-1])) + (image_shape[-1],),
       mix=cfg.mix,
+      up_neighbourhoods=tuple(cfg.get("up_neighbourhoods", ())),
   )
   return encoder, decoder
 
@@ -76,4 +82,6 @@ def build_model(
       output_activation=model_cfg.output_activation,
       learn_scale=loss_cfg.likelihood == "gaussian_learned",
       init_log_scale=math.log(loss_cfg.scale),
+      latent_dim=model_cfg.latent_dim,
+      learned_prior=model_cfg.get("learned_prior", False),
   )

@@ -12,6 +12,16 @@ those convolutions, but they run as plain matmuls: on a 2-core CPU the same
 channel plan trains ~20× faster than ``nn.Conv``/``nn.ConvTranspose`` with
 k4 s2 (DESIGN.md). The hidden 1×1 mixing inside each stage (``mix``) adds
 depth at matmul speed.
+
+Kernel-2 upsamplings never mix neighbouring pixels: each 16×16 block of the
+output is a separate function of z, and codes away from the training data
+decode to a patchwork of unrelated blocks. An upsampling with neighbourhood 3
+(``up_neighbourhoods``, one entry per upsampling) is a 3×3 convolution to
+4× the channels followed by depth-to-space (a sub-pixel convolution, the
+same as a kernel-6 stride-2 transposed convolution): each 2×2 output block
+reads the 3×3 input pixels around it, blocks overlap, and samples come out
+smooth. At the two coarsest stages this costs about a third of the step
+(BENCHMARKS.md); at full resolution it would cost several times the step.
 """
 
 from __future__ import annotations
@@ -56,24 +66,31 @@ class FCNEncoder(nn.Module):
 
 
 class FCNDecoder(nn.Module):
-  """Dense to the bottleneck map, then ×2 upsamplings (dense + depth-to-space).
+  """Dense to the bottleneck map, then ×2 upsamplings (dense or 3×3 convolution, then depth-to-space).
 
   Attributes:
     start_shape: (h, w, c) bottleneck feature map (image size / 2**len(channels)).
     channels: channels after each upsampling; the last is the image's.
+    mix: hidden 1×1 layers after each upsampling.
+    up_neighbourhoods: for each upsampling, the input pixels (odd, per side)
+      each 2×2 output block reads: 1 is a kernel-2 stride-2 transposed
+      convolution (a dense layer), 3 a 3×3 sub-pixel convolution. Default: 1 everywhere.
   """
 
   start_shape: tuple[int, int, int]
   channels: Sequence[int]
   mix: int = 0
+  up_neighbourhoods: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, z_BZ: jax.Array) -> jax.Array:
     h0, w0, c0 = self.start_shape
     h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
     last = len(self.channels) - 1
-    for i, c in enumerate(self.channels):
-      h = depth_to_space(nn.Dense(4 * c, name=f"up_{i}")(h))
+    sizes = tuple(self.up_neighbourhoods) or (1,) * len(self.channels)
+    for i, (c, size) in enumerate(zip(self.channels, sizes, strict=True)):
+      layer = nn.Dense(4 * c, name=f"up_{i}") if size == 1 else nn.Conv(4 * c, (size, size), name=f"up_{i}")
+      h = depth_to_space(layer(h))
       if i < last:
         h = nn.relu(h)
         for j in range(self.mix):

@@ -12,12 +12,14 @@ Four pairs, each at its config's batch size and image shape:
   seed's StackNN (ConvT 1→10 k5 s2, Conv 10→5 k5, dense 17405→4500→2700;
   colour MSE + luminance MSE, Gaussian input noise), 30×30, batch 64.
 * ``galaxy``: configs/galaxy.py (channels 16-32-64-128, stride-2 2×2
-  convolutions as space-to-depth + dense, depth-to-space upsampling) against
-  the seed's FCN as one would write it in PyTorch (the seed gives no layer
-  sizes): the same channel plan with Conv2d k4 s2 p1 and ConvTranspose2d k4 s2
-  p1 (ReLU between, tanh output), 256×256×3, batch 16. ``galaxy_k2`` adds the
-  PyTorch model with vae_jax's exact arithmetic (k2 s2 convolutions), so the
-  ratio can be read both as "seed-style code" and "same FLOPs".
+  convolutions as space-to-depth + dense, depth-to-space upsampling, the two
+  coarsest as 3×3 sub-pixel convolutions) against the seed's FCN as one would
+  write it in PyTorch (the seed gives no layer sizes): the same channel plan
+  with Conv2d k4 s2 p1 and ConvTranspose2d k4 s2 p1 (ReLU between, tanh
+  output), 256×256×3, batch 16. ``galaxy_k2`` adds the PyTorch model with
+  vae_jax's exact arithmetic (k2 s2 convolutions, 3×3 conv + PixelShuffle
+  where vae_jax has them), so the ratio can be read both as "seed-style code"
+  and "same FLOPs".
 
 Both sides run a full training step: forward, Gaussian NLL (σ from the
 config) + analytic KL (the colouriser: its two MSEs), backward, global-norm
@@ -121,7 +123,8 @@ def torch_models(torch):
   class SeedFCN(nn.Module):
     """Four stride-2 convolutions (channels growing), heads on the flattened map, mirrored upsampling, tanh."""
 
-    def __init__(self, size: int, channels: tuple, z: int, kernel: int):
+    def __init__(self, size: int, channels: tuple, z: int, kernel: int, up_neighbourhoods: tuple = ()):
+      """``up_neighbourhoods`` (kernel 2 only): 3 makes that upsampling a 3×3 conv + PixelShuffle, as vae_jax."""
       super().__init__()
       pad = (kernel - 2) // 2
       plan = (3,) + tuple(channels)
@@ -134,8 +137,12 @@ def torch_models(torch):
       self.fcmu, self.fcvar, self.fc2 = nn.Linear(flat, z), nn.Linear(flat, z), nn.Linear(z, flat)
       dec = []
       rev = plan[::-1]
+      sizes = tuple(up_neighbourhoods) or (1,) * len(channels)
       for i, (c_in, c_out) in enumerate(zip(rev[:-1], rev[1:])):
-        dec.append(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=pad))
+        if sizes[i] > 1:
+          dec += [nn.Conv2d(c_in, 4 * c_out, sizes[i], padding=sizes[i] // 2), nn.PixelShuffle(2)]
+        else:
+          dec.append(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=pad))
         if i < len(rev) - 2:
           dec.append(nn.ReLU(True))
       self.decoder = nn.Sequential(*dec)
@@ -207,8 +214,12 @@ def build_torch(torch, name: str, config, images_uint8: np.ndarray) -> Callable:
   if name == "conv":
     return torch_vae_step(torch, SeedConv(z), config, x01)
   if name in ("galaxy", "galaxy_k2"):
-    kernel = 4 if name == "galaxy" else 2
-    return torch_vae_step(torch, SeedFCN(size, tuple(config.model.channels), z, kernel), config, x01)
+    if name == "galaxy":
+      fcn = SeedFCN(size, tuple(config.model.channels), z, kernel=4)
+    else:
+      fcn = SeedFCN(size, tuple(config.model.channels), z, kernel=2,
+                    up_neighbourhoods=tuple(config.model.get("up_neighbourhoods", ())))
+    return torch_vae_step(torch, fcn, config, x01)
   if name == "stacknn":
     return torch_colorizer_step(torch, StackNN(size), config, x01)
   raise ValueError(name)

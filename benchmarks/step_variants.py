@@ -13,11 +13,17 @@ figure meaningful. Experiments:
   free reshape (no explicit transposes); the parameters are identical.
 * ``xla``: the library's step for ``--config`` compiled with XLA CPU options
   (``--options=name=value,...``; each option is one variant).
+* ``upsampling``: configs/galaxy.py with kernel-2 upsamplings everywhere vs
+  3×3 sub-pixel convolutions at the coarsest one or two stages (the default).
+* ``scan``: the library's step for ``--config`` one step per dispatch vs
+  ``--per_dispatch`` steps in one ``lax.scan`` (``config.train.steps_per_dispatch``).
 
   python benchmarks/step_variants.py --experiment=pool
   python benchmarks/step_variants.py --experiment=fcn_einsum
   python benchmarks/step_variants.py --experiment=xla --config=galaxy \\
       --options=xla_cpu_use_onednn=true,xla_cpu_use_xnnpack=true,xla_cpu_multi_thread_eigen=false
+  python benchmarks/step_variants.py --experiment=upsampling
+  python benchmarks/step_variants.py --experiment=scan --config=faces_mlp --per_dispatch=10
 """
 
 import json
@@ -39,11 +45,14 @@ from absl import app, flags  # noqa: E402
 import vae_jax.models as models  # noqa: E402
 import vae_jax.models.conv as conv  # noqa: E402
 from common import load_config  # noqa: E402
-from vae_jax.models.fcn import FCNDecoder, FCNEncoder  # noqa: E402
+from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
-_EXPERIMENT = flags.DEFINE_enum("experiment", "pool", ["pool", "fcn_einsum", "xla"], "Which comparison.")
-_CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py for --experiment=xla.")
+_EXPERIMENT = flags.DEFINE_enum(
+    "experiment", "pool", ["pool", "fcn_einsum", "xla", "upsampling", "scan"], "Which comparison."
+)
+_CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py for --experiment=xla or scan.")
+_PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for --experiment=scan.")
 _OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 1.5, "Approximate length of one timing window.")
@@ -92,8 +101,12 @@ class _EinsumDecoder(FCNDecoder):
   def __call__(self, z_BZ):
     h0, w0, c0 = self.start_shape
     h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
-    for i, c in enumerate(self.channels):
-      h = _EinsumUp(c, name=f"up_{i}")(h)
+    sizes = tuple(self.up_neighbourhoods) or (1,) * len(self.channels)
+    for i, (c, size) in enumerate(zip(self.channels, sizes)):
+      if size == 1:
+        h = _EinsumUp(c, name=f"up_{i}")(h)
+      else:  # the sub-pixel convolutions are the library's own
+        h = depth_to_space(nn.Conv(4 * c, (size, size), name=f"up_{i}")(h))
       if i < len(self.channels) - 1:
         h = nn.relu(h)
     return h
@@ -104,7 +117,9 @@ def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = models.build_model(config.model, config.loss, shape)
   state = create_train_state(model, make_optimizer(config.opt, 10**6), shape, jax.random.key(0))
-  x = jax.device_put(np.random.default_rng(0).integers(0, 256, (config.train.batch_size,) + shape, dtype=np.uint8))
+  k = config.train.steps_per_dispatch
+  batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
+  x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))
   key = jax.random.key(1)
   step = make_train_step(model, config)
   compiled = step.lower(state, x, key).compile(compiler_options=options) if options else step
@@ -115,7 +130,7 @@ def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
     return metrics["loss"]
 
   jax.block_until_ready(run())
-  return run, config.train.batch_size
+  return run, k * config.train.batch_size
 
 
 def _variants() -> dict[str, tuple[Callable, int]]:
@@ -136,7 +151,19 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     finally:
       models.FCNEncoder, models.FCNDecoder = FCNEncoder, FCNDecoder
     return {"space_to_depth + Dense (library)": library, "einsum on reshape": einsum}
+  if _EXPERIMENT.value == "upsampling":
+    out = {}
+    for sizes in ((1, 1, 1, 1), (3, 1, 1, 1), (3, 3, 1, 1)):
+      config = load_config("galaxy")
+      config.model.up_neighbourhoods = sizes
+      out[f"up_neighbourhoods={sizes}"] = _step_for(config)
+    return out
   config = load_config(_CONFIG.value)
+  if _EXPERIMENT.value == "scan":
+    out = {"1 step per dispatch": _step_for(config)}
+    config.train.steps_per_dispatch = _PER_DISPATCH.value
+    out[f"{_PER_DISPATCH.value} steps per dispatch (lax.scan)"] = _step_for(config)
+    return out
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:
     name, value = spec.split("=", 1)

@@ -51,9 +51,9 @@ RUNS = {
          "--config.train.ckpt_every=100000"),
         "pca:10", 60.0),
     "faces_best": Run(
-        "configs/faces_conv.py",
-        (f"--config.data.source=folder:{DATA / 'anime_faces_96' / 'faces'}", "--config.train.eval_every=500",
-         "--config.train.ckpt_every=100000"),
+        "configs/faces_mlp.py",
+        (f"--config.data.source=folder:{DATA / 'anime_faces_96' / 'faces'}", "--config.train.eval_every=1000",
+         "--config.train.ckpt_every=1000"),
         "17.5", 600.0),
     "galaxy": Run(
         "configs/galaxy.py",

@@ -27,10 +27,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory):
-  """``faces_mlp:smoke`` trained by two processes of one CPU device each; returns the workdir and their logs."""
-  workdir = tmp_path_factory.mktemp("two_processes")
+def _train_in_processes(workdir) -> list[str]:
+  """``bin/train.py faces_mlp:smoke`` as NUM_PROCESSES processes of one CPU device each; returns their logs."""
   address = f"localhost:{_free_port()}"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   procs = [
@@ -45,18 +43,25 @@ def two_process_run(tmp_path_factory):
   logs = []
   for proc in procs:
     try:
-      out, err = proc.communicate(timeout=300)
+      _, err = proc.communicate(timeout=300)
     except subprocess.TimeoutExpired:
       for p in procs:
         p.kill()
       raise
     assert proc.returncode == 0, err[-4000:]
     logs.append(err)
-  return workdir, logs
+  return logs
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+  """The workdir and process logs of a two-process run, and of the same command run again (a resume)."""
+  workdir = tmp_path_factory.mktemp("two_processes")
+  return workdir, _train_in_processes(workdir), _train_in_processes(workdir)
 
 
 def test_two_processes_form_one_mesh_and_finish(two_process_run):
-  workdir, logs = two_process_run
+  workdir, logs, _ = two_process_run
   assert "2 cpu device(s)" in logs[0]  # the mesh spans both processes' devices
   steps = load_config("faces_mlp").train.steps
   finals = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -66,9 +71,16 @@ def test_two_processes_form_one_mesh_and_finish(two_process_run):
   assert all(np.isfinite(r["loss"]) for r in finals if r["split"] == "train")
 
 
+def test_the_processes_resume_together_from_their_checkpoint(two_process_run):
+  """Each process restores straight into the mesh's sharding (no cross-host copy of a local array)."""
+  _, _, again = two_process_run
+  steps = load_config("faces_mlp").train.steps
+  assert all(f"Resumed from step {steps}" in log for log in again)
+
+
 def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_global_batches(two_process_run):
   """One process replays the run: global batch = process 0's rows then process 1's, same keys and steps."""
-  workdir, _ = two_process_run
+  workdir, _, _ = two_process_run
   assert jax.process_count() == 1
   restored = load_run(workdir).params
 

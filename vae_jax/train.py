@@ -454,7 +454,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   total = config.train.steps
   val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
   task = build_task(config, dataset, keys, val_images)
-  state = task.state
+  # Replicated over the mesh first, so a checkpoint is restored straight into that sharding (with
+  # several processes, each reads its own copy; moving a restored local array would need cross-host copies).
+  state = parallel.replicate(task.state, mesh)
   per_dispatch = steps_per_dispatch(config.train)
   batches = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
   if per_dispatch > 1:
@@ -465,7 +467,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state, data_iter)
     log.info("Resumed from step %d in %s.", int(state.step), ckpt.directory)
-  state = parallel.replicate(state, mesh)
   start = int(state.step)
   if start % per_dispatch:
     raise ValueError(

@@ -36,9 +36,13 @@ _DISTRIBUTED = flags.DEFINE_bool(
 def main(argv):
   del argv
   setup_logging()
-  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
-  run_or_explain(lambda: train(_CONFIG.value, workdir))
+
+  def run():
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
+    return train(_CONFIG.value, workdir)
+
+  run_or_explain(run)
   print(f"Done. Pictures in {workdir}/samples, curves: tensorboard --logdir {workdir}")
 
 

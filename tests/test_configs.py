@@ -99,3 +99,13 @@ def test_train_help_describes_the_flags(tmp_path):
   usage = result.stdout + result.stderr
   assert "--config" in usage and "--workdir" in usage
   assert "resumes" in usage  # the script's docstring
+
+
+def test_several_processes_without_a_coordinator_is_a_one_line_error(tmp_path):
+  result = _train(
+      tmp_path, f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke", f"--workdir={tmp_path / 'run'}",
+      "--num_processes=2", "--process_id=1",
+  )
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert "--coordinator_address" in result.stderr

@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, load_config
 from vae_jax import parallel
 from vae_jax.models import build_model
+from vae_jax.tasks import train
 from vae_jax.train import create_train_state, make_optimizer, make_train_step, train_and_evaluate
 
 STEPS = 4
@@ -24,7 +25,8 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
   """Losses of STEPS train steps of the galaxy smoke model on a mesh of ``num_devices`` devices.
 
   With ``workdir``, also runs ``train_and_evaluate`` on the faces MLP smoke
-  preset there (the whole loop: sharded batches, evaluation, checkpoints).
+  preset there (the whole loop: sharded batches, evaluation, checkpoints),
+  then the colouriser smoke preset on that VAE's reconstructions.
   """
   config = load_config("galaxy", "smoke")
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
@@ -36,7 +38,7 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
   batches = np.random.default_rng(0).integers(0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8)
   losses = []
   for batch in batches:
-    x = parallel.shard_batch(batch, mesh)
+    x = jax.make_array_from_process_local_data(parallel.batch_sharding(mesh), batch)
     state, metrics = step(state, x, jax.random.key(1))
     losses.append(float(metrics["loss"]))
   result = {
@@ -49,6 +51,9 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
     final = train_and_evaluate(load_config("faces_mlp", "smoke"), workdir)
     result["fit_steps"] = int(final.step)
     result["fit_params_replicated"] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(final.params))
+    colorizer = load_config("colorizer", "smoke")
+    colorizer.colorizer.vae_workdir = workdir
+    result["colorizer_steps"] = int(train(colorizer, Path(workdir) / "colorizer").step)
   return result
 
 
@@ -86,6 +91,10 @@ def test_four_devices_give_the_losses_of_one(four_devices):
 def test_train_and_evaluate_runs_on_four_devices(four_devices):
   assert four_devices["fit_steps"] == load_config("faces_mlp", "smoke").train.steps
   assert four_devices["fit_params_replicated"]
+
+
+def test_a_colorizer_on_a_vae_trains_on_four_devices(four_devices):
+  assert four_devices["colorizer_steps"] == load_config("colorizer", "smoke").train.steps
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused():

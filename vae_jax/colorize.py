@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import images, losses, sampling
+from vae_jax import images, losses, parallel, sampling
 from vae_jax.config import load_config
 from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import Dataset
@@ -180,6 +180,8 @@ def colorizer_task(
   shape = dataset.image_shape
   model = build_colorizer(config.model, shape)
   grey_fn, vae_params = grey_input(config.colorizer.vae_workdir, shape)
+  if vae_params is not None:  # beside the replicated train state on every device of fit's mesh
+    vae_params = parallel.replicate(jax.device_get(vae_params), parallel.make_mesh())
   state = create_colorizer_state(model, make_optimizer(config.opt, config.train.steps), shape, keys["init"])
   train_step = make_colorizer_step(model, config, grey_fn)
   eval_step = make_colorizer_eval_step(model, config, grey_fn)

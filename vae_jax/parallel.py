@@ -18,7 +18,7 @@ Several hosts run one process each, joined by ``initialize_distributed``
 itself: TPU pod slices, SLURM, Open MPI). The mesh then spans every process's
 devices; each process reads its own ``1/N`` of the training images
 (``vae_jax.data.pipeline.train_iterator``) and contributes its rows of the
-global batch (``shard_batch``); only process 0 writes logs and pictures,
+global batch (``vae_jax.data.pipeline.DevicePrefetch`` with ``batch_sharding``); only process 0 writes logs and pictures,
 and orbax writes checkpoints with every process taking part.
 """
 
@@ -85,8 +85,3 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Every leaf of ``tree`` (parameters, optimiser state, keys) copied to every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))
-
-
-def shard_batch(local_batch: np.ndarray, mesh: Mesh) -> jax.Array:
-  """This process's rows of the global batch → the global array split along ``data`` over the mesh."""
-  return jax.make_array_from_process_local_data(batch_sharding(mesh), local_batch)

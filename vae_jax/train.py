@@ -35,6 +35,7 @@ from vae_jax.data.pipeline import (
     Dataset, DevicePrefetch, StackedBatches, build_dataset, load_images, train_iterator,
 )
 from vae_jax.models import build_model
+from vae_jax.models.vae import PRIOR_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,9 @@ def split_root_key(seed: int) -> dict[str, jax.Array]:
   return {"init": init, "train": train, "eval": eval_, "sample": sample}
 
 
-PRIOR_PARAM_PREFIX = "prior_"
-
-
 def _optimizer_labels(params: Any) -> Any:
-  """``"prior"`` for the learned prior's parameters (top-level ``prior_*``), ``"net"`` for the rest."""
-  return {k: jax.tree.map(lambda _, k=k: "prior" if k.startswith(PRIOR_PARAM_PREFIX) else "net", v)
-          for k, v in params.items()}
+  """``"prior"`` for the learned prior's parameters (``PRIOR_PARAMS``), ``"net"`` for the rest."""
+  return {k: jax.tree.map(lambda _, k=k: "prior" if k in PRIOR_PARAMS else "net", v) for k, v in params.items()}
 
 
 def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:

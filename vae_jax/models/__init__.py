@@ -59,7 +59,7 @@ def _fcn(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
       start_shape=(size, size, cfg.channels[-1]),
       channels=tuple(reversed(cfg.channels[:-1])) + (image_shape[-1],),
       mix=cfg.mix,
-      up_neighbourhoods=tuple(cfg.get("up_neighbourhoods", ())),
+      up_neighbourhoods=sizes,
   )
   return encoder, decoder
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 OUTPUT_ACTIVATIONS = ("none", "sigmoid", "tanh")
+PRIOR_PARAMS = ("prior_mean", "prior_log_std")  # the learned prior's parameters (top level of ``params``)
 
 
 def _activate(raw: jax.Array, activation: str) -> jax.Array:
@@ -71,8 +72,9 @@ class VAE(nn.Module):
     if self.learned_prior:
       if self.latent_dim <= 0:
         raise ValueError("learned_prior needs latent_dim.")
-      self.prior_mean = self.param("prior_mean", nn.initializers.zeros, (self.latent_dim,), jnp.float32)
-      self.prior_log_std = self.param("prior_log_std", nn.initializers.zeros, (self.latent_dim,), jnp.float32)
+      self.prior_mean, self.prior_log_std = (
+          self.param(name, nn.initializers.zeros, (self.latent_dim,), jnp.float32) for name in PRIOR_PARAMS
+      )
 
   def encode(self, x_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
     x = x_uint8.astype(self.compute_dtype) * (2.0 / 255.0) - 1.0

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.synthetic import FACE_FACTORS
 from vae_jax.evaluate import evaluate_workdir
 
@@ -57,13 +58,27 @@ def test_synthetic_source_reports_factors_and_mig(report):
     assert row["nmi"] == max(row["nmi_per_dim"]) and row["best_dim"] == row["nmi_per_dim"].index(row["nmi"])
 
 
-def test_any_folder_is_scored_with_the_runs_preprocessing(workdir, tmp_path):
+def test_any_folder_is_scored_with_the_runs_preprocessing(workdir, tmp_path, monkeypatch):
+  """Through the decode cache, as training reads folders: an unreadable file is skipped, not fatal."""
+  monkeypatch.setenv("VAE_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  folder = tmp_path / "pictures"
+  folder.mkdir()
   rng = np.random.default_rng(0)
   for i in range(5):  # RGB and of another size: the run wants 30×30 grey
-    Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-  result = evaluate_workdir(workdir, data=f"folder:{tmp_path}", iw_samples=2, max_images=4)
-  assert result["n_images"] == 4 and result["source"] == f"folder:{tmp_path}"
+    Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+  (folder / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+  result = evaluate_workdir(workdir, data=f"folder:{folder}", iw_samples=2, max_images=4)
+  assert result["n_images"] == 4 and result["source"] == f"folder:{folder}"
   assert "factors" not in result and "split" not in result
+  assert evaluate_workdir(workdir, data=f"folder:{folder}", iw_samples=2, max_images=None)["n_images"] == 5
+  assert any((tmp_path / "cache").iterdir())
+
+
+def test_a_folder_of_only_unusable_files_is_a_clear_error(workdir, tmp_path, monkeypatch):
+  monkeypatch.setenv("VAE_JAX_CACHE_DIR", str(tmp_path / "cache"))
+  (tmp_path / "a.png").write_bytes(b"not an image")
+  with pytest.raises(NoUsableImagesError, match="No usable images"):
+    evaluate_workdir(workdir, data=f"folder:{tmp_path}", iw_samples=2)
 
 
 def test_command_line_prints_one_json_object(workdir):

@@ -16,7 +16,7 @@ import numpy as np
 
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import load_config
-from vae_jax.data.pipeline import Subset, build_dataset, preprocess_from_config, source_from_config
+from vae_jax.data.pipeline import Subset, build_dataset, preprocess_from_config, source_from_config, usable_images
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.models import build_model
 from vae_jax.models.vae import VAE
@@ -97,7 +97,11 @@ def image_subset(
     subset = getattr(build_dataset(config), split)
     if not len(subset):
       raise ValueError(f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data.")
-  else:
-    source = source_from_config(config.data, data)
-    subset = Subset(source, np.arange(len(source)))
-  return subset, preprocess_from_config(config.data)
+    return subset, preprocess_from_config(config.data)
+  # Another source goes through what training does: the decode cache, and a clear error if nothing is usable.
+  data_cfg = config.data.copy_and_resolve_references()
+  data_cfg.source = data
+  preprocess = preprocess_from_config(data_cfg)
+  images, report = usable_images(source_from_config(data_cfg), preprocess, data_cfg)
+  report.raise_if_unusable(preprocess.image_size)
+  return Subset(images, np.arange(len(images))), preprocess

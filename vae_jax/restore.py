@@ -16,7 +16,7 @@ import numpy as np
 
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import load_config
-from vae_jax.data.pipeline import Subset, build_dataset, preprocess_from_config, source_from_config, usable_images
+from vae_jax.data.pipeline import Subset, build_dataset, load_source, preprocess_from_config
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.models import build_model
 from vae_jax.models.vae import VAE
@@ -98,10 +98,8 @@ def image_subset(
     if not len(subset):
       raise ValueError(f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data.")
     return subset, preprocess_from_config(config.data)
-  # Another source goes through what training does: the decode cache, and a clear error if nothing is usable.
+  # Another source is read as training reads one: through the decode cache, skipping unusable files.
   data_cfg = config.data.copy_and_resolve_references()
   data_cfg.source = data
-  preprocess = preprocess_from_config(data_cfg)
-  images, report = usable_images(source_from_config(data_cfg), preprocess, data_cfg)
-  report.raise_if_unusable(preprocess.image_size)
+  images, preprocess, _ = load_source(data_cfg)
   return Subset(images, np.arange(len(images))), preprocess

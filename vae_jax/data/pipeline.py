@@ -159,23 +159,31 @@ def usable_images(
   return Subset(source, kept), DataReport(spec, len(source) + len(discovery), len(kept), skipped)
 
 
-def build_dataset(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Dataset:
-  """Usable images, preprocessing and split for a run's config.
+def load_source(
+    data_cfg: ml_collections.ConfigDict, workdir: str | Path | None = None
+) -> tuple[Any, Preprocess, DataReport]:
+  """The usable images of ``data_cfg.source`` (through the decode cache), their preprocessing and the report.
 
   Args:
-    config: the run's config.
+    data_cfg: a config's ``data`` group.
     workdir: if given, ``data_report.json`` (every skipped item and why) is
       written there.
 
   Raises:
     ValueError: the source is missing or malformed, or none of its images
-      is usable with the configured preprocessing (before any training).
+      is usable with the configured preprocessing.
   """
-  preprocess = preprocess_from_config(config.data)
-  images, report = usable_images(source_from_config(config.data), preprocess, config.data)
+  preprocess = preprocess_from_config(data_cfg)
+  images, report = usable_images(source_from_config(data_cfg), preprocess, data_cfg)
   report_path = report.write(workdir) if workdir is not None else None
   report.raise_if_unusable(preprocess.image_size, report_path)
   (log.warning if report.skipped else log.info)("%s", report.summary(report_path))
+  return images, preprocess, report
+
+
+def build_dataset(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Dataset:
+  """Usable images, preprocessing and split for a run's config (``load_source``, then the seeded split)."""
+  images, preprocess, report = load_source(config.data, workdir)
   train_idx, val_idx = split_indices(len(images), config.data.val_fraction, config.seed)
   return Dataset(images, preprocess, train_idx, val_idx, report)
 

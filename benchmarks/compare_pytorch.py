@@ -24,9 +24,10 @@ Four pairs, each at its config's batch size and image shape:
 Both sides run a full training step: forward, Gaussian NLL (σ from the
 config) + analytic KL (the colouriser: its two MSEs), backward, global-norm
 clipping and Adam. vae_jax's is the library's own jitted, state-donating step
-(``vae_jax.train.make_train_step``, ``vae_jax.colorize.make_colorizer_step``,
-including its on-device augmentation), fed a batch already on the device;
-PyTorch gets a prepared float tensor. Each side is timed in windows of about
+(``vae_jax.train.make_train_step``, ``vae_jax.colorize.make_colorizer_step``),
+fed a batch already on the device; PyTorch gets a prepared float tensor. The
+seeds train without augmentation, so vae_jax's configs run here with theirs
+switched off (what it costs: ``step_variants.py --experiment=augment``). Each side is timed in windows of about
 ``--window_s`` seconds, alternating JAX and PyTorch ``--repeats`` times; the
 median window is reported, so a machine busy with other work biases neither
 side. Each side is timed at its default threading and single-threaded
@@ -73,13 +74,15 @@ _MODELS = flags.DEFINE_list("models", ["mlp", "conv", "stacknn", "galaxy", "gala
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating timing windows per side; the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 2.0, "Approximate length of one timing window.")
 
+# The seeds' training loops do the same work as vae_jax's steps only with vae_jax's augmentation off.
+NO_AUGMENTATION = {"data.hflip": False, "data.max_shift": 0.0, "data.max_rotation": 0.0, "data.max_zoom": 0.0}
 # name -> (config file, overrides); the JAX side of every pair.
 PAIRS = {
-    "mlp": ("faces_mlp", {}),
-    "conv": ("faces_conv", {}),
-    "stacknn": ("colorizer", {"model.name": "stacknn"}),
-    "galaxy": ("galaxy", {}),
-    "galaxy_k2": ("galaxy", {}),
+    "mlp": ("faces_mlp", NO_AUGMENTATION),
+    "conv": ("faces_conv", NO_AUGMENTATION),
+    "stacknn": ("colorizer", {"model.name": "stacknn", **NO_AUGMENTATION}),
+    "galaxy": ("galaxy", NO_AUGMENTATION),
+    "galaxy_k2": ("galaxy", NO_AUGMENTATION),
 }
 
 

@@ -17,6 +17,9 @@ figure meaningful. Experiments:
   3×3 sub-pixel convolutions at the coarsest one or two stages (the default).
 * ``scan``: the library's step for ``--config`` one step per dispatch vs
   ``--per_dispatch`` steps in one ``lax.scan`` (``config.train.steps_per_dispatch``).
+* ``augment``: the library's step for ``--config`` with its config's on-device
+  augmentation (flips, affine warps) vs none, the work PyTorch's side of
+  benchmarks/compare_pytorch.py does.
 * ``bf16``: the library's step for ``--config`` with float32 activations vs
   ``config.train.compute_dtype="bfloat16"`` (on CPUs with AMX or AVX512-BF16,
   XLA's bf16 dots run several times faster than its f32 ones).
@@ -28,6 +31,7 @@ figure meaningful. Experiments:
   python benchmarks/step_variants.py --experiment=upsampling
   python benchmarks/step_variants.py --experiment=scan --config=faces_mlp --per_dispatch=10
   python benchmarks/step_variants.py --experiment=bf16 --config=galaxy
+  python benchmarks/step_variants.py --experiment=augment --config=faces_mlp
 """
 
 import json
@@ -53,9 +57,9 @@ from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 _EXPERIMENT = flags.DEFINE_enum(
-    "experiment", "pool", ["pool", "fcn_einsum", "xla", "upsampling", "scan", "bf16"], "Which comparison."
+    "experiment", "pool", ["pool", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"], "Which comparison."
 )
-_CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py for --experiment=xla, scan or bf16.")
+_CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16 or augment.")
 _PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for --experiment=scan.")
 _OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
@@ -172,6 +176,11 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     out = {"float32": _step_for(config)}
     config.train.compute_dtype = "bfloat16"
     out["bfloat16 activations"] = _step_for(config)
+    return out
+  if _EXPERIMENT.value == "augment":
+    out = {"config's augmentation": _step_for(config)}
+    config.data.update(hflip=False, max_shift=0.0, max_rotation=0.0, max_zoom=0.0)
+    out["no augmentation"] = _step_for(config)
     return out
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:

@@ -65,3 +65,18 @@ def test_same_key_same_batch_other_key_differs(batch):
   assert a.dtype == jnp.uint8 and a.shape == batch.shape
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+def test_warp_in_chunks_matches_each_image_warped_alone():
+  # 12×10 images warp 68 at a time: a batch of 75 is one full chunk and a remainder of 7.
+  b = 75
+  x = jax.random.uniform(jax.random.key(7), (b, 12, 10, 2)) * 255
+  k_shift, k_angle, k_zoom = jax.random.split(jax.random.key(8), 3)
+  shift = jax.random.uniform(k_shift, (b, 2), minval=-2, maxval=2)
+  angle = jax.random.uniform(k_angle, (b,), minval=-0.5, maxval=0.5)
+  zoom = jax.random.uniform(k_zoom, (b,), minval=0.8, maxval=1.2)
+  together = np.asarray(affine_warp(x, shift, angle, zoom))
+  for i in (0, 67, 68, 74):
+    alone = affine_warp(x[i : i + 1], shift[i : i + 1], angle[i : i + 1], zoom[i : i + 1])
+    np.testing.assert_allclose(together[i], alone[0], atol=1e-3)
+  assert not np.allclose(together[0], together[1])

@@ -15,16 +15,26 @@ import jax.numpy as jnp
 import ml_collections
 
 
+# Images per iteration of the warp's loop: about this many pixels (see ``affine_warp``).
+_WARP_PIXELS_PER_ITERATION = 8192
+
+
 def affine_warp(x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom_B: jax.Array) -> jax.Array:
   """Shift (pixels, (row, col)), rotate (radians, about the centre) and zoom each image.
 
   Bilinear sampling with edge values repeated outside the frame; returns floats.
+  The images are warped in a loop over chunks of ~8 k pixels (``lax.map``)
+  rather than all at once: inside a train step XLA's CPU backend otherwise
+  fuses the four bilinear gathers into the step's consumers of the batch as
+  separate loops that cost a third of the faces MLP's step; the loop body is
+  compiled on its own and is fast (BENCHMARKS.md, augmentation).
   """
   _, h, w, _ = x_BHWC.shape
   rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
 
-  def warp(img_HWC, shift_2, angle, zoom):
+  def warp(args):
+    img_HWC, shift_2, angle, zoom = args
     # Output pixel (r, c) reads the input at the inverse transform of (r, c).
     cos, sin = jnp.cos(angle) / zoom, jnp.sin(angle) / zoom
     dy, dx = rows - cy - shift_2[0], cols - cx - shift_2[1]
@@ -33,7 +43,8 @@ def affine_warp(x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom
     channel = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [src_r, src_c], order=1, mode="nearest")
     return jnp.stack([channel(img_HWC[..., i]) for i in range(img_HWC.shape[-1])], axis=-1)
 
-  return jax.vmap(warp)(x_BHWC.astype(jnp.float32), shift_B2, angle_B, zoom_B)
+  chunk = max(1, _WARP_PIXELS_PER_ITERATION // (h * w))
+  return jax.lax.map(warp, (x_BHWC.astype(jnp.float32), shift_B2, angle_B, zoom_B), batch_size=chunk)
 
 
 def random_affine(

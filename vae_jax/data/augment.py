@@ -24,10 +24,10 @@ def affine_warp(x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom
 
   Bilinear sampling with edge values repeated outside the frame; returns floats.
   The images are warped in a loop over chunks of ~8 k pixels (``lax.map``)
-  rather than all at once: inside a train step XLA's CPU backend otherwise
-  fuses the four bilinear gathers into the step's consumers of the batch as
-  separate loops that cost a third of the faces MLP's step; the loop body is
-  compiled on its own and is fast (BENCHMARKS.md, augmentation).
+  rather than all at once: inside a train step, XLA's CPU backend compiles
+  the four bilinear gathers of a whole vmapped batch as separate loop
+  fusions, together a third of the faces MLP's step, while a loop body is
+  compiled on its own and runs several times faster (BENCHMARKS.md).
   """
   _, h, w, _ = x_BHWC.shape
   rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")

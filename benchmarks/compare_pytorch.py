@@ -27,10 +27,10 @@ clipping and Adam. vae_jax's is the library's own jitted, state-donating step
 (``vae_jax.train.make_train_step``, ``vae_jax.colorize.make_colorizer_step``),
 fed a batch already on the device; PyTorch gets a prepared float tensor. The
 seeds train without augmentation, so vae_jax's configs run here with theirs
-switched off (what it costs: ``step_variants.py --experiment=augment``). Each side is timed in windows of about
-``--window_s`` seconds, alternating JAX and PyTorch ``--repeats`` times; the
-median window is reported, so a machine busy with other work biases neither
-side. Each side is timed at its default threading and single-threaded
+switched off (what it costs: ``step_variants.py --experiment=augment``).
+Each side is timed in windows of about ``--window_s`` seconds, alternating
+JAX and PyTorch ``--repeats`` times; the median window is reported, so a
+machine busy with other work biases neither side. Each side is timed at its default threading and single-threaded
 (PyTorch ``set_num_threads(1)``; XLA ``xla_cpu_multi_thread_eigen=False`` on
 the same lowered step) and its better median counts: on a loaded machine
 threads that wait for each other can cost more than they compute (PyTorch's
@@ -61,7 +61,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from common import load_config  # noqa: E402
+from common import NO_AUGMENTATION, load_config  # noqa: E402
 from flops import compiled_flops, matmul_peak_gflops  # noqa: E402
 from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
@@ -74,8 +74,6 @@ _MODELS = flags.DEFINE_list("models", ["mlp", "conv", "stacknn", "galaxy", "gala
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating timing windows per side; the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 2.0, "Approximate length of one timing window.")
 
-# The seeds' training loops do the same work as vae_jax's steps only with vae_jax's augmentation off.
-NO_AUGMENTATION = {"data.hflip": False, "data.max_shift": 0.0, "data.max_rotation": 0.0, "data.max_zoom": 0.0}
 # name -> (config file, overrides); the JAX side of every pair.
 PAIRS = {
     "mlp": ("faces_mlp", NO_AUGMENTATION),

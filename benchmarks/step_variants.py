@@ -52,14 +52,16 @@ from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
 import vae_jax.models.conv as conv  # noqa: E402
-from common import load_config  # noqa: E402
+from common import NO_AUGMENTATION, load_config  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 _EXPERIMENT = flags.DEFINE_enum(
     "experiment", "pool", ["pool", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"], "Which comparison."
 )
-_CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16 or augment.")
+_CONFIG = flags.DEFINE_string(
+    "config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16 or augment."
+)
 _PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for --experiment=scan.")
 _OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
@@ -178,10 +180,8 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     out["bfloat16 activations"] = _step_for(config)
     return out
   if _EXPERIMENT.value == "augment":
-    out = {"config's augmentation": _step_for(config)}
-    config.data.update(hflip=False, max_shift=0.0, max_rotation=0.0, max_zoom=0.0)
-    out["no augmentation"] = _step_for(config)
-    return out
+    return {"config's augmentation": _step_for(config),
+            "no augmentation": _step_for(load_config(_CONFIG.value, NO_AUGMENTATION))}
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:
     name, value = spec.split("=", 1)

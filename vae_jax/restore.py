@@ -16,7 +16,7 @@ import numpy as np
 
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import load_config
-from vae_jax.data.pipeline import Subset, build_dataset, load_source, preprocess_from_config
+from vae_jax.data.pipeline import Subset, build_dataset, load_source
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.models import build_model
 from vae_jax.models.vae import VAE
@@ -94,10 +94,11 @@ def image_subset(
   if data is None:
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r}; choose one of {SPLITS}.")
-    subset = getattr(build_dataset(config), split)
+    dataset = build_dataset(config)
+    subset = getattr(dataset, split)
     if not len(subset):
       raise ValueError(f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data.")
-    return subset, preprocess_from_config(config.data)
+    return subset, dataset.preprocess
   # Another source is read as training reads one: through the decode cache, skipping unusable files.
   data_cfg = config.data.copy_and_resolve_references()
   data_cfg.source = data

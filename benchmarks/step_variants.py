@@ -6,8 +6,11 @@ minute to minute; timing the variants in turn, several windows each, and
 comparing medians taken in the same minutes is what makes a before/after
 figure meaningful. Experiments:
 
-* ``pool``: configs/faces_conv.py with ``nn.max_pool`` (before) vs
-  ``vae_jax.models.conv.max_pool_2x2`` (reshape + max, the library's choice).
+* ``conv_layout``: configs/faces_conv.py (augmentation off) with its
+  convolutions as plain linen (``nn.Conv``, ``nn.max_pool``,
+  ``nn.ConvTranspose``); the same with a reshape + max pooling (the library
+  before the banded matmuls); ``banded_conv`` matmuls with that pooling; and
+  the library's (banded matmuls, pooling windows laid out as blocks).
 * ``fcn_einsum``: configs/galaxy.py with the library's space-to-depth +
   ``nn.Dense`` stages vs the same kernels applied by ``jnp.einsum`` on a
   free reshape (no explicit transposes); the parameters are identical.
@@ -24,7 +27,7 @@ figure meaningful. Experiments:
   ``config.train.compute_dtype="bfloat16"`` (on CPUs with AMX or AVX512-BF16,
   XLA's bf16 dots run several times faster than its f32 ones).
 
-  python benchmarks/step_variants.py --experiment=pool
+  python benchmarks/step_variants.py --experiment=conv_layout
   python benchmarks/step_variants.py --experiment=fcn_einsum
   python benchmarks/step_variants.py --experiment=xla --config=galaxy \\
       --options=xla_cpu_use_onednn=true,xla_cpu_use_xnnpack=true,xla_cpu_multi_thread_eigen=false
@@ -34,6 +37,7 @@ figure meaningful. Experiments:
   python benchmarks/step_variants.py --experiment=augment --config=faces_mlp
 """
 
+import functools
 import json
 import statistics
 import sys
@@ -51,13 +55,14 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
-import vae_jax.models.conv as conv  # noqa: E402
 from common import NO_AUGMENTATION, load_config  # noqa: E402
+from vae_jax.models.banded_conv import banded_conv  # noqa: E402
+from vae_jax.models.conv import ConvDecoder, ConvEncoder  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 _EXPERIMENT = flags.DEFINE_enum(
-    "experiment", "pool", ["pool", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"], "Which comparison."
+    "experiment", "conv_layout", ["conv_layout", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"], "Which comparison."
 )
 _CONFIG = flags.DEFINE_string(
     "config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16 or augment."
@@ -66,6 +71,42 @@ _PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for
 _OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 1.5, "Approximate length of one timing window.")
+
+
+def _reshape_max_pool(x_BHWC):
+  """2×2 max-pooling as a reshape and a max over the two new axes (odd last row/column dropped)."""
+  b, h, w, c = x_BHWC.shape
+  return x_BHWC[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class _NHWCConvEncoder(ConvEncoder):
+  """The conv VAE's encoder as conv → ReLU → pooling on NHWC arrays, with a chosen conv and pooling."""
+
+  conv: Callable = jax.lax.conv_general_dilated
+  pool: Callable = _reshape_max_pool
+
+  @nn.compact
+  def __call__(self, x_BHWC):
+    h = x_BHWC
+    for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings)):
+      conv = nn.Conv(c, (k, k), strides=(s, s), padding=((p, p), (p, p)), conv_general_dilated=self.conv, name=f"conv_{i}")
+      h = self.pool(nn.relu(conv(h)))
+    h = h.reshape(h.shape[0], -1)
+    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+
+
+class _TransposedConvDecoder(ConvDecoder):
+  """The conv VAE's decoder with ``nn.ConvTranspose`` (XLA's transposed convolutions)."""
+
+  @nn.compact
+  def __call__(self, z_BZ):
+    h0, w0, c0 = self.start_shape
+    h = nn.Dense(h0 * w0 * c0, name="dense")(z_BZ).reshape(z_BZ.shape[0], h0, w0, c0)
+    for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides)):
+      h = nn.ConvTranspose(c, (k, k), strides=(s, s), padding="VALID", name=f"deconv_{i}")(h)
+      if i < len(self.channels) - 1:
+        h = nn.relu(h)
+    return h
 
 
 class _EinsumDown(nn.Module):
@@ -145,13 +186,24 @@ def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
 
 def _variants() -> dict[str, tuple[Callable, int]]:
   """Build every variant's step now (module swaps only matter while tracing)."""
-  if _EXPERIMENT.value == "pool":
-    config = load_config("faces_conv")
-    library = conv.max_pool_2x2
-    conv.max_pool_2x2 = lambda h: nn.max_pool(h, (2, 2), strides=(2, 2))
-    before = _step_for(config)
-    conv.max_pool_2x2 = library
-    return {"before: nn.max_pool": before, "after: max_pool_2x2": _step_for(config)}
+  if _EXPERIMENT.value == "conv_layout":
+    config = load_config("faces_conv", NO_AUGMENTATION)
+    max_pool = functools.partial(nn.max_pool, window_shape=(2, 2), strides=(2, 2))
+    plans = {
+        "nn.Conv, nn.max_pool, nn.ConvTranspose": (functools.partial(_NHWCConvEncoder, pool=max_pool),
+                                                   _TransposedConvDecoder),
+        "the same, reshape + max pooling": (_NHWCConvEncoder, _TransposedConvDecoder),
+        "banded_conv matmuls, reshape + max pooling": (functools.partial(_NHWCConvEncoder, conv=banded_conv),
+                                                       ConvDecoder),
+        "banded matmuls, pooling as blocks (library)": (ConvEncoder, ConvDecoder),
+    }
+    out = {}
+    try:
+      for name, (models.ConvEncoder, models.ConvDecoder) in plans.items():
+        out[name] = _step_for(config)
+    finally:
+      models.ConvEncoder, models.ConvDecoder = ConvEncoder, ConvDecoder
+    return out
   if _EXPERIMENT.value == "fcn_einsum":
     config = load_config("galaxy")
     library = _step_for(config)

@@ -1,8 +1,7 @@
-"""What the speed work must not break: one trace per step function, bf16 close to f32, exact pooling."""
+"""What the speed work must not break: one trace per step function, bf16 close to f32, scan = single steps."""
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +11,6 @@ import vae_jax.train as train_module
 from conftest import load_config
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.models import build_model
-from vae_jax.models.conv import max_pool_2x2
 from vae_jax.train import create_train_state, make_optimizer, make_train_step
 
 STEPS = 6
@@ -82,14 +80,6 @@ def test_unknown_compute_dtype_is_refused():
   config, model, *_ = _setup("faces_mlp", "float16")
   with pytest.raises(ValueError, match="compute_dtype"):
     make_train_step(model, config)
-
-
-@pytest.mark.parametrize("size", [(26, 26), (13, 13), (6, 7)])
-def test_max_pool_2x2_is_nn_max_pool(size):
-  x = jnp.asarray(np.random.default_rng(3).normal(size=(2,) + size + (3,)), jnp.float32)
-  np.testing.assert_array_equal(
-      np.asarray(max_pool_2x2(x)), np.asarray(nn.max_pool(x, (2, 2), strides=(2, 2)))
-  )
 
 
 def test_several_steps_per_dispatch_give_the_parameters_of_single_steps():

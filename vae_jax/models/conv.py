@@ -5,6 +5,11 @@ MaxPool 2 (5×3×3) → heads. Decoder: dense z→45 → 3×3×5 → ConvT 5→1
 ConvT 10→3 k6 s3 → ConvT 3→1 k4 s1 (3→8→27→30), ReLU between. The seed ends
 with a ReLU on the output; here the configured output activation maps it
 onto the data scale instead.
+
+Every convolution, transposed ones included, runs as a banded matmul
+(``vae_jax.models.banded_conv``): with 1–10 channels at 30×30, XLA's CPU
+convolutions are its slowest code, and these are the seed's layers exactly,
+with the parameters ``nn.Conv``/``nn.ConvTranspose`` would have.
 """
 
 from __future__ import annotations
@@ -13,22 +18,13 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+from flax.linen.dtypes import promote_dtype
+
+from vae_jax.models.banded_conv import banded_conv, banded_conv_max_pool_2x2
 
 
 def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
   return (size + 2 * pad - kernel) // stride + 1
-
-
-def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
-  """2×2 max-pooling with stride 2, dropping an odd last row/column (as ``nn.max_pool`` and the seed do).
-
-  Written as a reshape and a max rather than ``nn.max_pool``: XLA's CPU
-  gradient of the windowed reduction (select-and-scatter) is ~4× slower than
-  that of a plain reduction over the two new axes.
-  """
-  b, h, w, c = x_BHWC.shape
-  x = x_BHWC[:, : h // 2 * 2, : w // 2 * 2]
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def conv_encoder_geometry(
@@ -41,6 +37,29 @@ def conv_encoder_geometry(
     if size < 1:
       raise ValueError(f"The conv encoder plan shrinks a {image_size}px image to nothing; use fewer layers.")
   return size
+
+
+class ConvReluPool(nn.Module):
+  """Conv → ReLU → 2×2 max-pool (odd last row/column dropped), computed as conv → pool → bias → ReLU.
+
+  A per-channel bias and the ReLU commute with the max, so they act on the
+  4× smaller pooled map, and the convolution and pooling run as one banded
+  matmul with each pooling window's values in separate blocks. Parameters
+  are ``nn.Conv``'s (``kernel`` H×W×in×out, ``bias``), initialised the same way.
+  """
+
+  features: int
+  kernel_size: int
+  stride: int
+  padding: int
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    k, p = self.kernel_size, self.padding
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x_BHWC.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = promote_dtype(x_BHWC, kernel, bias, dtype=None)
+    return nn.relu(banded_conv_max_pool_2x2(x, kernel, (self.stride, self.stride), ((p, p), (p, p))) + bias)
 
 
 class ConvEncoder(nn.Module):
@@ -56,14 +75,17 @@ class ConvEncoder(nn.Module):
   def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = x_BHWC
     for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings)):
-      h = nn.Conv(c, (k, k), strides=(s, s), padding=((p, p), (p, p)), name=f"conv_{i}")(h)
-      h = max_pool_2x2(nn.relu(h))
+      h = ConvReluPool(c, k, s, p, name=f"conv_{i}")(h)
     h = h.reshape(h.shape[0], -1)
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
 
 
 class ConvDecoder(nn.Module):
   """Dense to the encoder's last feature map, then transposed convolutions.
+
+  Each transposed convolution (kernel k, stride s, no padding, the kernel not
+  flipped: ``nn.ConvTranspose(padding="VALID")``, with the same parameters)
+  is written as the convolution it is: input dilated by s, padded by k - 1.
 
   Attributes:
     start_shape: (h, w, c) of the feature map the dense layer produces.
@@ -84,7 +106,14 @@ class ConvDecoder(nn.Module):
     h = nn.Dense(h0 * w0 * c0, name="dense")(z_BZ).reshape(z_BZ.shape[0], h0, w0, c0)
     n = len(self.channels)
     for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides)):
-      h = nn.ConvTranspose(c, (k, k), strides=(s, s), padding="VALID", name=f"deconv_{i}")(h)
+      h = nn.Conv(
+          c,
+          (k, k),
+          padding=((k - 1, k - 1), (k - 1, k - 1)),
+          input_dilation=(s, s),
+          conv_general_dilated=banded_conv,
+          name=f"deconv_{i}",
+      )(h)
       if i < n - 1:
         h = nn.relu(h)
     if h.shape[1:] != tuple(self.image_shape):

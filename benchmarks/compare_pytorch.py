@@ -37,7 +37,10 @@ threads that wait for each other can cost more than they compute (PyTorch's
 OpenMP threads especially). ``default_settings_ratio`` is the ratio with
 both at their defaults. FLOPs per image come from XLA's cost analysis of the compiled step
 (and PyTorch's ``FlopCounterMode`` for its side), and the JAX step's GFLOP/s
-is compared with this machine's measured f32 matmul peak.
+is compared with this machine's measured f32 matmul peak. The conv VAE's
+convolutions run as banded matmuls (``vae_jax.models.banded_conv``), whose
+FLOPs include the band's zeros: its count is the work the CPU does, about 6×
+the convolutions' own (PyTorch's count, 1.6 MFLOP per image).
 
   pip install torch==2.13.0   # a CPU build; a benchmark-only dependency
   python benchmarks/compare_pytorch.py [--models=mlp,conv,stacknn,galaxy] [--repeats=5]
@@ -66,7 +69,7 @@ from flops import compiled_flops, matmul_peak_gflops  # noqa: E402
 from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
-from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
+from vae_jax.train import create_train_state, make_optimizer, make_train_step, steps_per_dispatch  # noqa: E402
 
 INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
 
@@ -235,26 +238,31 @@ JAX_VARIANTS = {"default": {}, "single_thread": {"xla_cpu_multi_thread_eigen": F
 
 
 def build_jax(name: str, config, images_uint8: np.ndarray):
-  """({variant: step thunk that advances its own state and returns the loss}, the compiled step's FLOPs).
+  """({variant: step thunk that advances its own state and returns the loss}, one train step's FLOPs).
 
   Each variant is the library's jitted step compiled with that variant's XLA
-  options (``Lowered.compile(compiler_options=...)``): the same program.
+  options (``Lowered.compile(compiler_options=...)``): the same program. With
+  ``config.train.steps_per_dispatch`` k > 1 a call runs k steps, on k copies
+  of the batch; the FLOPs are counted on a one-step program all the same
+  (XLA's cost analysis counts a loop's body once).
   """
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  x = jax.device_put(images_uint8)
   key = jax.random.key(1)
   tx = make_optimizer(config.opt, 10**6)
   if name == "stacknn":
     model = build_colorizer(config.model, shape)
     state = create_colorizer_state(model, tx, shape, jax.random.key(0))
-    step = make_colorizer_step(model, config, GreyInput())
-    args = (x, key, None)
+    make_step, extra = (lambda cfg: make_colorizer_step(model, cfg, GreyInput())), (None,)
   else:
     model = build_model(config.model, config.loss, shape)
     state = create_train_state(model, tx, shape, jax.random.key(0))
-    step = make_train_step(model, config)
-    args = (x, key)
-  flops = compiled_flops(step, state, *args)
+    make_step, extra = (lambda cfg: make_train_step(model, cfg)), ()
+  one_step = config.copy_and_resolve_references()
+  one_step.train.steps_per_dispatch = 1
+  flops = compiled_flops(make_step(one_step), state, jax.device_put(images_uint8), key, *extra)
+  k = steps_per_dispatch(config.train)
+  step = make_step(config)
+  args = (jax.device_put(np.stack([images_uint8] * k) if k > 1 else images_uint8), key, *extra)
   lowered = step.lower(state, *args)
   runs = {}
   for variant, options in JAX_VARIANTS.items():
@@ -321,11 +329,12 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float)
   }
   steps = {(side, v): steps_for_window(run, block, window_s) for side, (runs, block) in sides.items()
            for v, run in runs.items()}
+  images_per_call = {"jax": steps_per_dispatch(config.train) * batch, "torch": batch}
   rates = {key: [] for key in steps}
   for _ in range(repeats):  # alternate every variant of both sides within each repeat
     for side, (runs, block) in sides.items():
       for v, run in runs.items():
-        rates[side, v].append(steps[side, v] * batch / time_window(run, block, steps[side, v]))
+        rates[side, v].append(steps[side, v] * images_per_call[side] / time_window(run, block, steps[side, v]))
   torch.set_num_threads(default_threads)
   median = {key: statistics.median(r) for key, r in rates.items()}
   best = {side: max(runs, key=lambda v, side=side: median[side, v]) for side, (runs, _) in sides.items()}

@@ -187,7 +187,7 @@ def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
 def _variants() -> dict[str, tuple[Callable, int]]:
   """Build every variant's step now (module swaps only matter while tracing)."""
   if _EXPERIMENT.value == "conv_layout":
-    config = load_config("faces_conv", NO_AUGMENTATION)
+    config = load_config("faces_conv", {**NO_AUGMENTATION, "train.steps_per_dispatch": 1})
     max_pool = functools.partial(nn.max_pool, window_shape=(2, 2), strides=(2, 2))
     plans = {
         "nn.Conv, nn.max_pool, nn.ConvTranspose": (functools.partial(_NHWCConvEncoder, pool=max_pool),
@@ -222,6 +222,7 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     return out
   config = load_config(_CONFIG.value)
   if _EXPERIMENT.value == "scan":
+    config.train.steps_per_dispatch = 1
     out = {"1 step per dispatch": _step_for(config)}
     config.train.steps_per_dispatch = _PER_DISPATCH.value
     out[f"{_PER_DISPATCH.value} steps per dispatch (lax.scan)"] = _step_for(config)

@@ -91,6 +91,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.train.ckpt_every = 3
   config.train.eval_batch_size = 16
   config.train.num_grid_images = 4
+  config.train.steps_per_dispatch = 1  # must divide the cadences above
   config.opt.warmup_steps = 2
   return config
 

@@ -62,7 +62,10 @@ from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E
 from vae_jax.train import create_train_state, make_optimizer, make_train_step  # noqa: E402
 
 _EXPERIMENT = flags.DEFINE_enum(
-    "experiment", "conv_layout", ["conv_layout", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"], "Which comparison."
+    "experiment",
+    "conv_layout",
+    ["conv_layout", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"],
+    "Which comparison.",
 )
 _CONFIG = flags.DEFINE_string(
     "config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16 or augment."
@@ -89,7 +92,8 @@ class _NHWCConvEncoder(ConvEncoder):
   def __call__(self, x_BHWC):
     h = x_BHWC
     for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings)):
-      conv = nn.Conv(c, (k, k), strides=(s, s), padding=((p, p), (p, p)), conv_general_dilated=self.conv, name=f"conv_{i}")
+      padding = ((p, p), (p, p))
+      conv = nn.Conv(c, (k, k), strides=(s, s), padding=padding, conv_general_dilated=self.conv, name=f"conv_{i}")
       h = self.pool(nn.relu(conv(h)))
     h = h.reshape(h.shape[0], -1)
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)

@@ -56,8 +56,8 @@ def test_banded_conv_gradients_are_xla_convolution_gradients(layer):
   x, kernel = _arrays((3,) + image, kernel_shape, seed=1)
 
   def loss(conv):
-    out = lambda x, k: conv(x, k, (stride,) * 2, ((pad, pad),) * 2, lhs_dilation=(dilation,) * 2, dimension_numbers=_NHWC)  # noqa: E731
-    return lambda x, k: jnp.sum(jnp.sin(out(x, k)))
+    geometry = {"lhs_dilation": (dilation,) * 2, "dimension_numbers": _NHWC}
+    return lambda x, k: jnp.sum(jnp.sin(conv(x, k, (stride,) * 2, ((pad, pad),) * 2, **geometry)))
 
   expected = jax.jit(jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1)))(x, kernel)
   got = jax.jit(jax.grad(loss(banded_conv), argnums=(0, 1)))(x, kernel)

@@ -127,7 +127,8 @@ def banded_conv(
   Supports explicit non-negative padding, window strides and input dilation
   (transposed convolutions); not kernel dilation or feature/batch groups.
   """
-  if dimension_numbers is not None and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC_HWIO:
+  layout = dimension_numbers and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+  if layout not in (None, _NHWC_HWIO):
     raise ValueError("banded_conv supports NHWC inputs with HWIO kernels only.")
   if any(d != 1 for d in (rhs_dilation or (1, 1))) or feature_group_count != 1 or batch_group_count != 1:
     raise ValueError("banded_conv supports neither kernel dilation nor grouped convolutions.")
@@ -142,19 +143,17 @@ def banded_conv(
 
 @jax.custom_vjp
 def _window_max(y: jax.Array) -> jax.Array:
-  """Max over axis 3 (a pooling window's values, each a contiguous block), that axis removed."""
+  """Max over axis 3, the four values of each 2×2 pooling window (each a contiguous block); that axis removed."""
   return jnp.max(y, axis=3)
 
 
 def _window_max_fwd(y):
-  pooled = jnp.max(y, axis=3)
-  return pooled, (jnp.argmax(y, axis=3).astype(jnp.int8), y.shape[3])
+  return jnp.max(y, axis=3), jnp.argmax(y, axis=3).astype(jnp.int8)
 
 
-def _window_max_bwd(residuals, g):
+def _window_max_bwd(winner, g):
   """The whole gradient goes to the window's first maximum, as in PyTorch (JAX's own max splits ties)."""
-  winner, size = residuals
-  hit = jnp.arange(size, dtype=jnp.int8)[:, None, None] == winner[:, :, :, None]
+  hit = jnp.arange(4, dtype=jnp.int8)[:, None, None] == winner[:, :, :, None]
   return (jnp.where(hit, g[:, :, :, None], jnp.zeros((), g.dtype)),)
 
 

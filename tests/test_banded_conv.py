@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+import vae_jax.models.banded_conv as banded_conv_module
 from vae_jax.models.banded_conv import banded_conv, banded_conv_max_pool_2x2
 from vae_jax.models.conv import ConvDecoder, ConvEncoder
 
@@ -30,8 +31,10 @@ _GEOMETRIES = [
 ]
 
 
+@pytest.mark.parametrize("min_columns", [1, 10**6], ids=["column_blocks", "whole_rows"])
 @pytest.mark.parametrize("h,w,kh,kw,stride,dilation,padding", _GEOMETRIES)
-def test_banded_conv_is_xla_convolution(h, w, kh, kw, stride, dilation, padding):
+def test_banded_conv_is_xla_convolution(h, w, kh, kw, stride, dilation, padding, min_columns, monkeypatch):
+  monkeypatch.setattr(banded_conv_module, "_MIN_MATMUL_COLUMNS", min_columns)
   x, kernel = _arrays((2, h, w, 3), (kh, kw, 3, 4))
   args = ((stride, stride), padding)
   expected = lax.conv_general_dilated(x, kernel, *args, lhs_dilation=(dilation,) * 2, dimension_numbers=_NHWC)
@@ -66,10 +69,16 @@ def test_banded_conv_gradients_are_xla_convolution_gradients(layer):
 
 
 @pytest.mark.parametrize(
-    "image,kernel_shape,stride,pad",
-    [((30, 30, 1), (5, 5, 1, 10), 1, 0), ((13, 13, 10), (5, 5, 10, 5), 2, 1), ((11, 12, 2), (3, 2, 2, 4), 1, 1)],
+    "image,kernel_shape,stride,pad,min_columns",
+    [
+        ((30, 30, 1), (5, 5, 1, 10), 1, 0, 64),  # the seed's layers, in column blocks
+        ((13, 13, 10), (5, 5, 10, 5), 2, 1, 64),
+        ((11, 12, 2), (3, 2, 2, 4), 1, 1, 10**6),  # odd rows, whole rows
+        ((11, 13, 2), (3, 2, 2, 4), 1, 1, 1),  # odd columns, blocks of one window
+    ],
 )
-def test_banded_conv_max_pool_is_conv_then_max_pool(image, kernel_shape, stride, pad):
+def test_banded_conv_max_pool_is_conv_then_max_pool(image, kernel_shape, stride, pad, min_columns, monkeypatch):
+  monkeypatch.setattr(banded_conv_module, "_MIN_MATMUL_COLUMNS", min_columns)
   x, kernel = _arrays((3,) + image, kernel_shape, seed=2)
 
   def reference(x, k):

@@ -8,7 +8,9 @@ channels, flattened) times a banded matrix T whose entries are kernel weights
 placed by the convolution's geometry along the width. T is larger than the
 kernel by about width/kernel-width, so the matmul does that many times the
 convolution's FLOPs — and still runs 1.5–3× faster on CPU for these layers
-(BENCHMARKS.md), with gradients that are matmuls too.
+(BENCHMARKS.md), with gradients that are matmuls too. Wide rows are cut
+into column blocks that share one smaller band, trading fewer wasted FLOPs
+against narrower matmuls.
 
 Input dilation (transposed convolutions) is folded into the geometry rather
 than materialised: output rows are grouped by their phase modulo the dilation
@@ -62,51 +64,91 @@ def _row_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dilatio
   return phases, step, offsets, taps, rows_out
 
 
-def _column_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int, pool: int) -> np.ndarray:
-  """S[j, x, rx, p] = 1 where output column ``pool·p + rx`` reads input column x through kernel column j.
+def _column_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int, pool: int, block: int):
+  """Geometry along the width, for output columns in blocks of ``block`` pooling windows.
 
-  Output columns past the last whole pooling window are left out.
+  Every block has the same taps, shifted by ``shift`` input columns: block
+  β's output column ``pool·(block·β + p) + rx`` reads input column
+  ``shift·β + first + t`` through kernel column j whenever
+  ``taps[j, t, rx, p]`` is 1 (columns outside the input read zeros). With a
+  single block, only the input's own columns are kept.
+
+  Returns:
+    (blocks, shift, first, taps, units): ``units`` is the number of output
+    columns in whole pooling windows.
   """
-  cols_out = _output_size(size, kernel, stride, pad, dilation) // pool
-  s = np.zeros((kernel, size, pool, cols_out), np.float32)
-  for j in range(kernel):
-    for x in range(size):
-      u = pad[0] + dilation * x - j
-      if u % stride == 0 and 0 <= u // stride < pool * cols_out:
-        s[j, x, u // stride % pool, u // stride // pool] = 1
-  return s
+  units = _output_size(size, kernel, stride, pad, dilation) // pool
+  align = dilation // math.gcd(stride * pool, dilation)  # blocks must start on the same input phase
+  block = min(-(-block // align) * align, units)
+  blocks = -(-units // block)
+  shift = stride * pool * block // dilation
+  entries = [
+      (j, (stride * (pool * p + rx) + j - pad[0]) // dilation, rx, p)
+      for j in range(kernel)
+      for rx in range(pool)
+      for p in range(block)
+      if (stride * (pool * p + rx) + j - pad[0]) % dilation == 0
+  ]
+  if blocks == 1:
+    entries = [e for e in entries if 0 <= e[1] < size]
+  first = min((e[1] for e in entries), default=0)
+  span = max((e[1] for e in entries), default=0) - first + 1
+  taps = np.zeros((kernel, span, pool, block), np.float32)
+  for j, x, rx, p in entries:
+    taps[j, x - first, rx, p] = 1
+  return blocks, shift, first, taps, units
+
+
+# Narrow column blocks waste fewer FLOPs on the band's zeros (a block of b output columns reads about
+# b + kernel − 1 input columns), but matmuls with few columns run slowly. On the seed conv VAE's step
+# (2-core CPU, BENCHMARKS.md) at least 64 columns per matmul was fastest: 8 → 0.49×, 16 → 0.91×,
+# 32 → 1.07×, 64 → 1.14×, 128 → 1.03× the speed of whole rows.
+_MIN_MATMUL_COLUMNS = 64
+
+
+def _block_size(phases: int, pool: int, c_out: int) -> int:
+  """Pooling windows per column block: the fewest that give the matmul ≥ ``_MIN_MATMUL_COLUMNS`` columns."""
+  return max(1, -(-_MIN_MATMUL_COLUMNS // (phases * pool * c_out)))
 
 
 def _banded_matmul(lhs, rhs, strides, padding, dilation, pool: int, precision=None, preferred_element_type=None):
-  """The convolution's output as B × groups × phases × pool × W_out/pool × C_out, and its row count.
+  """The convolution's output as B × groups × blocks × phases × pool × block × C_out, with its rows and columns.
 
-  Output row ``phases·q + r`` and column ``pool·p + rx`` land at
-  ``[:, q, r, rx, p]`` (see `_row_taps`): with ``pool`` > 1 the values of
-  each pooling window lie in separate contiguous blocks, so pooling is an
-  elementwise max of blocks. Rows past the output's last are computed and
-  must be dropped by the caller.
+  Output row ``phases·q + r`` and column ``pool·(block·β + p) + rx`` land at
+  ``[:, q, β, r, rx, p]`` (see `_row_taps`, `_column_taps`): with ``pool`` >
+  1 the values of each pooling window lie in separate contiguous blocks, so
+  pooling is an elementwise max of blocks. Rows and columns past the
+  output's last are computed and must be dropped by the caller.
   """
   b, h, w, c_in = lhs.shape
   kh, kw, _, c_out = rhs.shape
   (sh, sw), (dh, dw) = tuple(strides), tuple(dilation)
   pad_h, pad_w = (tuple(p) for p in padding)
   phases, step, offsets, row_taps, rows_out = _row_taps(h, kh, sh, pad_h, dh, pool)
-  col_taps = _column_taps(w, kw, sw, pad_w, dw, pool)
+  blocks, shift, first, col_taps, cols_out = _column_taps(w, kw, sw, pad_w, dw, pool, _block_size(phases, pool, c_out))
   groups = -(-rows_out // phases)
+  span = col_taps.shape[1]
 
-  # The input rows each output row group reads, stacked: B·groups × (offsets·W·C_in).
+  # The input rows and columns each output block reads: (B·groups·blocks) × (offsets·span·C_in).
   top = max(0, -offsets[0])
   bottom = max(0, step * (groups - 1) + offsets[-1] + 1 - h)
-  padded = jnp.pad(lhs, ((0, 0), (top, bottom), (0, 0), (0, 0)))
-  rows = [lax.slice_in_dim(padded, top + c, top + c + step * (groups - 1) + 1, stride=step, axis=1) for c in offsets]
-  x = jnp.stack(rows, axis=2).reshape(b * groups, len(offsets) * w * c_in)
+  left = max(0, -first)
+  right = max(0, first + shift * (blocks - 1) + span - w)
+  padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
+  rows = jnp.stack(
+      [lax.slice_in_dim(padded, top + c, top + c + step * (groups - 1) + 1, stride=step, axis=1) for c in offsets],
+      axis=2,
+  )
+  starts = [left + first + shift * beta for beta in range(blocks)]
+  x = jnp.stack([rows[:, :, :, s : s + span] for s in starts], axis=2)
+  x = x.reshape(b * groups * blocks, len(offsets) * span * c_in)
 
-  # Kernel weights placed by the geometry: (offsets·W·C_in) × (phases·pool·W_out/pool·C_out).
+  # Kernel weights placed by the geometry: (offsets·span·C_in) × (phases·pool·block·C_out).
   band = jnp.einsum(
       "ijcd,ari,jxsp->axcrspd", rhs, jnp.asarray(row_taps, rhs.dtype), jnp.asarray(col_taps, rhs.dtype)
-  ).reshape(len(offsets) * w * c_in, -1)
+  ).reshape(len(offsets) * span * c_in, -1)
   y = jnp.dot(x, band, precision=precision, preferred_element_type=preferred_element_type)
-  return y.reshape(b, groups, phases, pool, col_taps.shape[3], c_out), rows_out
+  return y.reshape(b, groups, blocks, phases, pool, col_taps.shape[3], c_out), rows_out, cols_out
 
 
 def banded_conv(
@@ -134,11 +176,12 @@ def banded_conv(
     raise ValueError("banded_conv supports neither kernel dilation nor grouped convolutions.")
   if isinstance(padding, str) or any(p < 0 for pair in padding for p in pair):
     raise ValueError(f"banded_conv needs explicit non-negative padding, got {padding!r}.")
-  y, rows_out = _banded_matmul(
+  y, rows_out, cols_out = _banded_matmul(
       lhs, rhs, window_strides, padding, lhs_dilation or (1, 1), 1, precision, preferred_element_type
   )
-  b, groups, phases, _, cols_out, c_out = y.shape
-  return y.reshape(b, groups * phases, cols_out, c_out)[:, :rows_out]
+  b, groups, blocks, phases, _, block, c_out = y.shape
+  y = y.reshape(b, groups, blocks, phases, block, c_out).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(b, groups * phases, blocks * block, c_out)[:, :rows_out, :cols_out]
 
 
 @jax.custom_vjp
@@ -167,7 +210,8 @@ def banded_conv_max_pool_2x2(lhs: jax.Array, rhs: jax.Array, strides: Sequence[i
   so the pooling and its gradient are elementwise, not the strided
   reductions and scatters of pooling an NHWC array.
   """
-  y, rows_out = _banded_matmul(lhs, rhs, strides, padding, (1, 1), 2)
-  b, groups, phases, _, cols_out, c_out = y.shape
-  pooled = _window_max(y.reshape(b, groups, phases // 2, 4, cols_out, c_out))
-  return pooled.reshape(b, groups * phases // 2, cols_out, c_out)[:, : rows_out // 2]
+  y, rows_out, cols_out = _banded_matmul(lhs, rhs, strides, padding, (1, 1), 2)
+  b, groups, blocks, phases, _, block, c_out = y.shape
+  y = y.reshape(b, groups, blocks, phases // 2, 4, block, c_out).transpose(0, 1, 3, 2, 4, 5, 6)
+  pooled = _window_max(y.reshape(b, groups * phases // 2, blocks, 4, block, c_out))
+  return pooled.reshape(b, groups * phases // 2, blocks * block, c_out)[:, : rows_out // 2, :cols_out]

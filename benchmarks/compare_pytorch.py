@@ -39,8 +39,8 @@ both at their defaults. FLOPs per image come from XLA's cost analysis of the com
 (and PyTorch's ``FlopCounterMode`` for its side), and the JAX step's GFLOP/s
 is compared with this machine's measured f32 matmul peak. The conv VAE's
 convolutions run as banded matmuls (``vae_jax.models.banded_conv``), whose
-FLOPs include the band's zeros: its count is the work the CPU does, about 6×
-the convolutions' own (PyTorch's count, 1.6 MFLOP per image).
+FLOPs include the band's zeros: its count is the work the CPU does, about 3×
+the convolutions' own (5.5 against 1.75 MFLOP per image; PyTorch counts 1.6).
 
   pip install torch==2.13.0   # a CPU build; a benchmark-only dependency
   python benchmarks/compare_pytorch.py [--models=mlp,conv,stacknn,galaxy] [--repeats=5]

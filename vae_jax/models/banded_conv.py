@@ -1,23 +1,26 @@
-"""2-D convolution as one matmul against a banded matrix built from the kernel.
+"""2-D convolution as matmuls against a banded matrix built from the kernel.
 
 XLA's CPU backend runs convolutions with few channels on small images at a
 few GFLOP/s (the seed's conv VAE: 1 → 10 → 5 channels at 30×30, transposed
-convolutions back to 1 channel), far below its matmul speed. Here each output
-row is computed as a matmul: the input rows it reads (all their pixels and
-channels, flattened) times a banded matrix T whose entries are kernel weights
-placed by the convolution's geometry along the width. T is larger than the
-kernel by about width/kernel-width, so the matmul does that many times the
-convolution's FLOPs — and still runs 1.5–3× faster on CPU for these layers
-(BENCHMARKS.md), with gradients that are matmuls too. Wide rows are cut
-into column blocks that share one smaller band, trading fewer wasted FLOPs
-against narrower matmuls.
+convolutions back to 1 channel), far below its matmul speed. Here a row of
+output pixels is computed as a matmul: the input rows it reads (their pixels
+and channels, flattened) times a band, a matrix whose entries are kernel
+weights placed by the convolution's geometry along the width. Rows are cut
+into column blocks that share one band; a block of b output columns reads
+about b + kernel − 1 input columns, so the matmul does about that over the
+kernel width times the convolution's FLOPs (the band's zeros). Narrower
+blocks waste less but make narrower matmuls (`_MIN_MATMUL_COLUMNS`). For
+the conv VAE's layers this still runs 1.5–3× faster than XLA's convolutions
+on CPU, with gradients that are matmuls too (BENCHMARKS.md); with 16 or more
+channels it does not pay.
 
 Input dilation (transposed convolutions) is folded into the geometry rather
-than materialised: output rows are grouped by their phase modulo the dilation
-(a sub-pixel decomposition), so no zero rows enter the matmul, and each phase
-is a column block of the same T. The result equals ``lax.conv_general_dilated``
-up to float summation order; `banded_conv` takes its signature so that it can
-be passed as ``nn.Conv(conv_general_dilated=banded_conv)``.
+than materialised: output rows are grouped by their phase modulo the
+dilation (a sub-pixel decomposition), so no zero rows enter the matmul, and
+the phases are separate columns of the same band. The result equals
+``lax.conv_general_dilated`` up to float summation order; `banded_conv`
+takes its signature so that it can be passed as
+``nn.Conv(conv_general_dilated=banded_conv)``.
 """
 
 from __future__ import annotations

@@ -321,7 +321,7 @@ def _check_steps_per_dispatch(train_cfg: ml_collections.ConfigDict) -> None:
   if bad:
     raise ValueError(
         f"config.train.steps_per_dispatch={k} must be ≥ 1 and divide config.train's {', '.join(names)} "
-        f"({', '.join(bad)} do not)."
+        f"({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not)."
     )
 
 

@@ -30,14 +30,15 @@ seeds train without augmentation, so vae_jax's configs run here with theirs
 switched off (what it costs: ``step_variants.py --experiment=augment``).
 Each side is timed in windows of about ``--window_s`` seconds, alternating
 JAX and PyTorch ``--repeats`` times; the median window is reported, so a
-machine busy with other work biases neither side. Each side is timed at its default threading and single-threaded
-(PyTorch ``set_num_threads(1)``; XLA ``xla_cpu_multi_thread_eigen=False`` on
-the same lowered step) and its better median counts: on a loaded machine
-threads that wait for each other can cost more than they compute (PyTorch's
-OpenMP threads especially). ``default_settings_ratio`` is the ratio with
-both at their defaults. FLOPs per image come from XLA's cost analysis of the compiled step
-(and PyTorch's ``FlopCounterMode`` for its side), and the JAX step's GFLOP/s
-is compared with this machine's measured f32 matmul peak. The conv VAE's
+machine busy with other work biases neither side. Each side is timed at its
+default threading and single-threaded (PyTorch ``set_num_threads(1)``; XLA
+``xla_cpu_multi_thread_eigen=False`` on the same lowered step) and its
+better median counts: on a loaded machine threads that wait for each other
+can cost more than they compute (PyTorch's OpenMP threads especially).
+``default_settings_ratio`` is the ratio with both at their defaults. FLOPs
+per image come from XLA's cost analysis of the compiled step (and PyTorch's
+``FlopCounterMode`` for its side), and the JAX step's GFLOP/s is compared
+with this machine's measured f32 matmul peak. The conv VAE's
 convolutions run as banded matmuls (``vae_jax.models.banded_conv``), whose
 FLOPs include the band's zeros: its count is the work the CPU does, about 3×
 the convolutions' own (5.5 against 1.75 MFLOP per image; PyTorch counts 1.6).

@@ -24,8 +24,9 @@ figure meaningful. Experiments:
   augmentation (flips, affine warps) vs none, the work PyTorch's side of
   benchmarks/compare_pytorch.py does.
 * ``bf16``: the library's step for ``--config`` with float32 activations vs
-  ``config.train.compute_dtype="bfloat16"`` (on CPUs with AMX or AVX512-BF16,
-  XLA's bf16 dots run several times faster than its f32 ones).
+  ``config.train.compute_dtype="bfloat16"`` (on this AMX CPU XLA's bf16 dots
+  with float32 results are several times faster than f32 ones, but whole
+  bf16 steps measured slower: BENCHMARKS.md).
 
   python benchmarks/step_variants.py --experiment=conv_layout
   python benchmarks/step_variants.py --experiment=fcn_einsum

@@ -45,6 +45,7 @@ the convolutions' own (5.5 against 1.75 MFLOP per image; PyTorch counts 1.6).
 
   pip install torch==2.13.0   # a CPU build; a benchmark-only dependency
   python benchmarks/compare_pytorch.py [--models=mlp,conv,stacknn,galaxy] [--repeats=5]
+  python benchmarks/compare_pytorch.py --models=galaxy,galaxy_k2 --galaxy_channels=8,16,32,64
 
 Ends with one JSON line: {"mlp": {"jax_images_per_s": …, "torch_images_per_s": …, "ratio": …, …}, …}.
 """
@@ -77,6 +78,9 @@ INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: 
 _MODELS = flags.DEFINE_list("models", ["mlp", "conv", "stacknn", "galaxy", "galaxy_k2"], "Which pairs to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating timing windows per side; the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 2.0, "Approximate length of one timing window.")
+_GALAXY_CHANNELS = flags.DEFINE_list(
+    "galaxy_channels", [], "A channel plan for both galaxy pairs (both sides), e.g. 8,16,32,64; default: the config's."
+)
 
 # name -> (config file, overrides); the JAX side of every pair.
 PAIRS = {
@@ -305,6 +309,8 @@ def steps_for_window(run: Callable, block: Callable, window_s: float) -> int:
 
 def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float) -> dict:
   config = load_config(*PAIRS[name])
+  if name.startswith("galaxy") and _GALAXY_CHANNELS.value:
+    config.model.channels = tuple(int(c) for c in _GALAXY_CHANNELS.value)
   batch = config.train.batch_size
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   images_uint8 = np.random.default_rng(0).integers(0, 256, (batch,) + shape, dtype=np.uint8)
@@ -347,6 +353,7 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float)
       "ratio": round(jax_ips / torch_ips, 2),
       "batch_size": batch,
       "image_shape": list(shape),
+      **({"channels": list(config.model.channels)} if "channels" in config.model else {}),
       "jax_mflop_per_image": round(jax_flops / batch / 1e6, 2),
       "torch_mflop_per_image": round(t_flops / batch / 1e6, 2),
       "jax_gflop_per_s": round(jax_gflops, 2),

@@ -17,12 +17,20 @@ figure meaningful. Experiments:
 * ``xla``: the library's step for ``--config`` compiled with XLA CPU options
   (``--options=name=value,...``; each option is one variant).
 * ``upsampling``: configs/galaxy.py with kernel-2 upsamplings everywhere vs
-  3×3 sub-pixel convolutions at the coarsest one or two stages (the default).
+  3×3 sub-pixel convolutions at the coarsest one or two stages (the default),
+  and the default's two overlapping upsamplings done the other usual ways:
+  nearest-neighbour ×2 resize + 3×3 convolution, bilinear ×2 resize + 3×3
+  convolution, and ``nn.ConvTranspose`` k4 s2 (same channels everywhere).
+* ``channels``: configs/galaxy.py with channel plans 8-16-32-64,
+  16-32-64-128 (the default) and 32-64-128-256 (the seed's structure in all).
 * ``scan``: the library's step for ``--config`` one step per dispatch vs
   ``--per_dispatch`` steps in one ``lax.scan`` (``config.train.steps_per_dispatch``).
 * ``augment``: the library's step for ``--config`` with its config's on-device
   augmentation (flips, affine warps) vs none, the work PyTorch's side of
   benchmarks/compare_pytorch.py does.
+* ``optimizer``: the library's step for ``--config`` (global-norm clipping +
+  AdamW) vs the same step with plain SGD: what the optimiser's passes over
+  the parameters cost, i.e. how fast the step could be with a free optimiser.
 * ``bf16``: the library's step for ``--config`` with float32 activations vs
   ``config.train.compute_dtype="bfloat16"`` (on this AMX CPU XLA's bf16 dots
   with float32 results are several times faster than f32 ones, but whole
@@ -33,8 +41,10 @@ figure meaningful. Experiments:
   python benchmarks/step_variants.py --experiment=xla --config=galaxy \\
       --options=xla_cpu_use_onednn=true,xla_cpu_use_xnnpack=true,xla_cpu_multi_thread_eigen=false
   python benchmarks/step_variants.py --experiment=upsampling
+  python benchmarks/step_variants.py --experiment=channels
   python benchmarks/step_variants.py --experiment=scan --config=faces_mlp --per_dispatch=10
   python benchmarks/step_variants.py --experiment=bf16 --config=galaxy
+  python benchmarks/step_variants.py --experiment=optimizer --config=faces_mlp
   python benchmarks/step_variants.py --experiment=augment --config=faces_mlp
 """
 
@@ -53,6 +63,7 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
@@ -65,11 +76,11 @@ from vae_jax.train import create_train_state, make_optimizer, make_train_step  #
 _EXPERIMENT = flags.DEFINE_enum(
     "experiment",
     "conv_layout",
-    ["conv_layout", "fcn_einsum", "xla", "upsampling", "scan", "bf16", "augment"],
+    ["conv_layout", "fcn_einsum", "xla", "upsampling", "channels", "scan", "bf16", "optimizer", "augment"],
     "Which comparison.",
 )
 _CONFIG = flags.DEFINE_string(
-    "config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16 or augment."
+    "config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16, optimizer or augment."
 )
 _PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for --experiment=scan.")
 _OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
@@ -168,11 +179,43 @@ class _EinsumDecoder(FCNDecoder):
     return h
 
 
-def _step_for(config, options: dict | None = None) -> tuple[Callable, int]:
-  """(thunk running one step of the library's train step on a fixed batch, batch size)."""
+class _OverlappingUpsamplingDecoder(FCNDecoder):
+  """The galaxy decoder with its overlapping upsamplings (``up_neighbourhoods`` 3) done another way.
+
+  ``method``: "nearest" or "linear" (``jax.image.resize`` ×2, then a 3×3
+  convolution to the stage's channels), or "conv_transpose"
+  (``nn.ConvTranspose`` k4 s2, SAME padding). Kernel-2 stages stay the library's.
+  """
+
+  method: str = "nearest"
+
+  @nn.compact
+  def __call__(self, z_BZ):
+    h0, w0, c0 = self.start_shape
+    h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
+    for i, (c, size) in enumerate(zip(self.channels, self.up_neighbourhoods)):
+      if size == 1:
+        h = depth_to_space(nn.Dense(4 * c, name=f"up_{i}")(h))
+      elif self.method == "conv_transpose":
+        h = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name=f"up_{i}")(h)
+      else:
+        b, hh, ww, cc = h.shape
+        h = nn.Conv(c, (3, 3), name=f"up_{i}")(jax.image.resize(h, (b, 2 * hh, 2 * ww, cc), self.method))
+      if i < len(self.channels) - 1:
+        h = nn.relu(h)
+    return h
+
+
+def _step_for(
+    config, options: dict | None = None, tx: optax.GradientTransformation | None = None
+) -> tuple[Callable, int]:
+  """(thunk running one step of the library's train step on a fixed batch, batch size).
+
+  ``tx`` replaces the config's optimiser; ``options`` are XLA compiler options.
+  """
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = models.build_model(config.model, config.loss, shape)
-  state = create_train_state(model, make_optimizer(config.opt, 10**6), shape, jax.random.key(0))
+  state = create_train_state(model, tx or make_optimizer(config.opt, 10**6), shape, jax.random.key(0))
   k = config.train.steps_per_dispatch
   batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))
@@ -224,6 +267,20 @@ def _variants() -> dict[str, tuple[Callable, int]]:
       config = load_config("galaxy")
       config.model.up_neighbourhoods = sizes
       out[f"up_neighbourhoods={sizes}"] = _step_for(config)
+    try:
+      for method in ("nearest", "linear", "conv_transpose"):
+        models.FCNDecoder = functools.partial(_OverlappingUpsamplingDecoder, method=method)
+        out[f"(3,3,1,1) as {method}" + (" resize + 3x3 conv" if method != "conv_transpose" else " k4 s2")] = (
+            _step_for(load_config("galaxy")))
+    finally:
+      models.FCNDecoder = FCNDecoder
+    return out
+  if _EXPERIMENT.value == "channels":
+    out = {}
+    for plan in ((8, 16, 32, 64), (16, 32, 64, 128), (32, 64, 128, 256)):
+      config = load_config("galaxy")
+      config.model.channels = plan
+      out["channels " + "-".join(map(str, plan))] = _step_for(config)
     return out
   config = load_config(_CONFIG.value)
   if _EXPERIMENT.value == "scan":
@@ -237,6 +294,9 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     config.train.compute_dtype = "bfloat16"
     out["bfloat16 activations"] = _step_for(config)
     return out
+  if _EXPERIMENT.value == "optimizer":
+    config = load_config(_CONFIG.value, NO_AUGMENTATION)
+    return {"clip + AdamW (library)": _step_for(config), "plain SGD": _step_for(config, tx=optax.sgd(1e-6))}
   if _EXPERIMENT.value == "augment":
     return {"config's augmentation": _step_for(config),
             "no augmentation": _step_for(load_config(_CONFIG.value, NO_AUGMENTATION))}

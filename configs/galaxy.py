@@ -11,8 +11,8 @@ Run (embedded procedural galaxies, no download):
 On Galaxy Zoo photographs (424×424: the centre 256×256 is kept at native resolution):
   python bin/train.py --config configs/galaxy.py --workdir runs/galaxy_zoo \
       --config.data.source=folder:../shared/data/galaxy_zoo/train
-On a quiet 2-core CPU this trains at about 45 images/s: the default 2400
-steps of 16 images take about 15 minutes (the run prints its own estimate
+On a quiet 2-core CPU this trains at 50–58 images/s: the default 2400
+steps of 16 images take 12–14 minutes (the run prints its own estimate
 after the first steps). Presets: ``:smoke`` (seconds, 32×32, for tests).
 """
 

@@ -22,7 +22,15 @@ def compiled_flops(fn: Callable, *args) -> float:
   does not run it, so donated arguments stay alive.
   """
   jitted = fn if hasattr(fn, "lower") else jax.jit(fn)
-  cost = jitted.lower(*args).compile().cost_analysis()
+  return executable_flops(jitted.lower(*args).compile())
+
+
+def executable_flops(compiled: jax.stages.Compiled) -> float:
+  """Floating-point operations XLA counts for one call of a compiled program (NaN if it cannot tell).
+
+  A loop's body (``lax.scan``) is counted once, whatever its trip count.
+  """
+  cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
     cost = cost[0] if cost else {}
   return float((cost or {}).get("flops", float("nan")))
@@ -31,6 +39,8 @@ def compiled_flops(fn: Callable, *args) -> float:
 def matmul_peak_gflops(n: int = 2048, repeats: int = 7, dtype=jnp.float32) -> float:
   """Median GFLOP/s of an n×n by n×n ``jnp.dot`` on the default device (2n³ FLOPs per product).
 
+  Products of ``dtype`` inputs return float32, as mixed precision uses bf16
+  matmuls (XLA's CPU bf16 dot with a bf16 result is several times slower).
   Each repeat chains a few products inside one jitted call so dispatch
   overhead is negligible; the median damps a machine shared with other work.
   """
@@ -38,8 +48,8 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 7, dtype=jnp.float32) -> fl
 
   @jax.jit
   def products(a, b):
-    for _ in range(chain):
-      a = jnp.dot(a, b) * (1.0 / n)  # rescale so values stay finite across the chain
+    for _ in range(chain):  # rescaled so values stay finite across the chain
+      a = (jnp.dot(a, b, preferred_element_type=jnp.float32) * (1.0 / n)).astype(dtype)
     return a
 
   ka, kb = jax.random.split(jax.random.key(0))

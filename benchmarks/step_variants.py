@@ -36,6 +36,12 @@ figure meaningful. Experiments:
   with float32 results are several times faster than f32 ones, but whole
   bf16 steps measured slower: BENCHMARKS.md).
 
+Each variant's images/s come with its GFLOP/s (XLA's cost analysis of the
+compiled step) and the fraction of this device's f32 and bf16 matmul peaks
+that is. ``--batch_size`` changes the ``--config`` experiments' batch: on a
+GPU, ``--experiment=bf16 --config=galaxy --batch_size=64`` gives the galaxy
+figures issue 5 asks for (images/s at batch 64, fraction of the bf16 peak).
+
   python benchmarks/step_variants.py --experiment=conv_layout
   python benchmarks/step_variants.py --experiment=fcn_einsum
   python benchmarks/step_variants.py --experiment=xla --config=galaxy \\
@@ -43,7 +49,7 @@ figure meaningful. Experiments:
   python benchmarks/step_variants.py --experiment=upsampling
   python benchmarks/step_variants.py --experiment=channels
   python benchmarks/step_variants.py --experiment=scan --config=faces_mlp --per_dispatch=10
-  python benchmarks/step_variants.py --experiment=bf16 --config=galaxy
+  python benchmarks/step_variants.py --experiment=bf16 --config=galaxy [--batch_size=64]
   python benchmarks/step_variants.py --experiment=optimizer --config=faces_mlp
   python benchmarks/step_variants.py --experiment=augment --config=faces_mlp
 """
@@ -68,6 +74,7 @@ from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
 from common import NO_AUGMENTATION, load_config  # noqa: E402
+from flops import executable_flops, matmul_peak_gflops  # noqa: E402
 from vae_jax.models.banded_conv import banded_conv  # noqa: E402
 from vae_jax.models.conv import ConvDecoder, ConvEncoder  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
@@ -86,6 +93,9 @@ _PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for
 _OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 1.5, "Approximate length of one timing window.")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 0, "Batch size for the --config experiments (0: the config's; e.g. 64 for the galaxy on a GPU)."
+)
 
 
 def _reshape_max_pool(x_BHWC):
@@ -208,8 +218,8 @@ class _OverlappingUpsamplingDecoder(FCNDecoder):
 
 def _step_for(
     config, options: dict | None = None, tx: optax.GradientTransformation | None = None
-) -> tuple[Callable, int]:
-  """(thunk running one step of the library's train step on a fixed batch, batch size).
+) -> tuple[Callable, int, float]:
+  """(thunk running one call of the library's train step on a fixed batch, images per call, FLOPs per image).
 
   ``tx`` replaces the config's optimiser; ``options`` are XLA compiler options.
   """
@@ -220,8 +230,7 @@ def _step_for(
   batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))
   key = jax.random.key(1)
-  step = make_train_step(model, config)
-  compiled = step.lower(state, x, key).compile(compiler_options=options) if options else step
+  compiled = make_train_step(model, config).lower(state, x, key).compile(compiler_options=options)
   holder = {"state": state}
 
   def run():
@@ -229,10 +238,19 @@ def _step_for(
     return metrics["loss"]
 
   jax.block_until_ready(run())
-  return run, k * config.train.batch_size
+  # XLA counts a scan's body once, so this is one step's work whatever steps_per_dispatch is.
+  return run, k * config.train.batch_size, executable_flops(compiled) / config.train.batch_size
 
 
-def _variants() -> dict[str, tuple[Callable, int]]:
+def _config(overrides: dict | None = None):
+  """``--config`` with ``overrides`` and ``--batch_size``."""
+  config = load_config(_CONFIG.value, overrides)
+  if _BATCH.value:
+    config.train.batch_size = _BATCH.value
+  return config
+
+
+def _variants() -> dict[str, tuple[Callable, int, float]]:
   """Build every variant's step now (module swaps only matter while tracing)."""
   if _EXPERIMENT.value == "conv_layout":
     config = load_config("faces_conv", {**NO_AUGMENTATION, "train.steps_per_dispatch": 1})
@@ -282,7 +300,7 @@ def _variants() -> dict[str, tuple[Callable, int]]:
       config.model.channels = plan
       out["channels " + "-".join(map(str, plan))] = _step_for(config)
     return out
-  config = load_config(_CONFIG.value)
+  config = _config()
   if _EXPERIMENT.value == "scan":
     config.train.steps_per_dispatch = 1
     out = {"1 step per dispatch": _step_for(config)}
@@ -295,11 +313,11 @@ def _variants() -> dict[str, tuple[Callable, int]]:
     out["bfloat16 activations"] = _step_for(config)
     return out
   if _EXPERIMENT.value == "optimizer":
-    config = load_config(_CONFIG.value, NO_AUGMENTATION)
+    config = _config(NO_AUGMENTATION)
     return {"clip + AdamW (library)": _step_for(config), "plain SGD": _step_for(config, tx=optax.sgd(1e-6))}
   if _EXPERIMENT.value == "augment":
     return {"config's augmentation": _step_for(config),
-            "no augmentation": _step_for(load_config(_CONFIG.value, NO_AUGMENTATION))}
+            "no augmentation": _step_for(_config(NO_AUGMENTATION))}
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:
     name, value = spec.split("=", 1)
@@ -311,21 +329,31 @@ def main(argv):
   del argv
   variants = _variants()
   steps = {}
-  for name, (run, _) in variants.items():
+  for name, (run, _, _) in variants.items():
     start = time.perf_counter()
     jax.block_until_ready([run() for _ in range(2)])
     steps[name] = max(2, int(_WINDOW.value / ((time.perf_counter() - start) / 2)))
   rates = {name: [] for name in variants}
   for _ in range(_REPEATS.value):
-    for name, (run, batch) in variants.items():
+    for name, (run, images, _) in variants.items():
       start = time.perf_counter()
       jax.block_until_ready([run() for _ in range(steps[name])][-1])
-      rates[name].append(steps[name] * batch / (time.perf_counter() - start))
-  result = {name: {"images_per_s": round(statistics.median(r), 1), "windows": [round(v, 1) for v in r]}
-            for name, r in rates.items()}
-  for name, r in result.items():
-    print(f"{name:45s} {r['images_per_s']:10.1f} img/s  windows {r['windows']}")
-  print(json.dumps({"experiment": _EXPERIMENT.value, **result}))
+      rates[name].append(steps[name] * images / (time.perf_counter() - start))
+  # This device's matmul peaks (large square products; 8192² where 2048² would not fill an accelerator).
+  n = 2048 if jax.default_backend() == "cpu" else 8192
+  peaks = {"f32": matmul_peak_gflops(n), "bf16": matmul_peak_gflops(n, dtype=jnp.bfloat16)}
+  print(f"{jax.devices()[0].device_kind}: matmul peak {peaks['f32']:.0f} GFLOP/s f32, {peaks['bf16']:.0f} bf16 ({n}²)")
+  result = {}
+  for name, r in rates.items():
+    ips = statistics.median(r)
+    gflops = variants[name][2] * ips / 1e9
+    result[name] = {"images_per_s": round(ips, 1), "gflop_per_s": round(gflops, 1),
+                    **{f"fraction_of_{d}_peak": round(gflops / p, 3) for d, p in peaks.items()},
+                    "windows": [round(v, 1) for v in r]}
+    print(f"{name:45s} {ips:10.1f} img/s  {gflops:7.1f} GFLOP/s ({gflops / peaks['f32']:.0%} of the f32 peak, "
+          f"{gflops / peaks['bf16']:.0%} of bf16)  windows {result[name]['windows']}")
+  print(json.dumps({"experiment": _EXPERIMENT.value, "device": jax.devices()[0].device_kind,
+                    "matmul_peak_gflop_per_s": {d: round(p, 1) for d, p in peaks.items()}, **result}))
 
 
 if __name__ == "__main__":

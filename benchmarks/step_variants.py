@@ -173,44 +173,36 @@ class _EinsumEncoder(FCNEncoder):
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
 
 
-class _EinsumDecoder(FCNDecoder):
+class _VariantDecoder(FCNDecoder):
+  """The galaxy decoder with its upsamplings written another way (same channels, same ``up_neighbourhoods``).
+
+  ``kernel2``: the kernel-2 stages as the library's ``Dense`` + depth-to-space
+  ("dense") or as one einsum on a free reshape ("einsum", same parameters).
+  ``overlapping``: the 3×3 stages as the library's sub-pixel convolution
+  ("subpixel"), as ``jax.image.resize`` ×2 ("nearest" or "linear") then a
+  3×3 convolution to the stage's channels, or as ``nn.ConvTranspose`` k4 s2
+  ("conv_transpose", SAME padding).
+  """
+
+  kernel2: str = "dense"
+  overlapping: str = "subpixel"
+
   @nn.compact
   def __call__(self, z_BZ):
     h0, w0, c0 = self.start_shape
     h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
     sizes = tuple(self.up_neighbourhoods) or (1,) * len(self.channels)
     for i, (c, size) in enumerate(zip(self.channels, sizes)):
+      name = f"up_{i}"
       if size == 1:
-        h = _EinsumUp(c, name=f"up_{i}")(h)
-      else:  # the sub-pixel convolutions are the library's own
-        h = depth_to_space(nn.Conv(4 * c, (size, size), name=f"up_{i}")(h))
-      if i < len(self.channels) - 1:
-        h = nn.relu(h)
-    return h
-
-
-class _OverlappingUpsamplingDecoder(FCNDecoder):
-  """The galaxy decoder with its overlapping upsamplings (``up_neighbourhoods`` 3) done another way.
-
-  ``method``: "nearest" or "linear" (``jax.image.resize`` ×2, then a 3×3
-  convolution to the stage's channels), or "conv_transpose"
-  (``nn.ConvTranspose`` k4 s2, SAME padding). Kernel-2 stages stay the library's.
-  """
-
-  method: str = "nearest"
-
-  @nn.compact
-  def __call__(self, z_BZ):
-    h0, w0, c0 = self.start_shape
-    h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
-    for i, (c, size) in enumerate(zip(self.channels, self.up_neighbourhoods)):
-      if size == 1:
-        h = depth_to_space(nn.Dense(4 * c, name=f"up_{i}")(h))
-      elif self.method == "conv_transpose":
-        h = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name=f"up_{i}")(h)
+        h = _EinsumUp(c, name=name)(h) if self.kernel2 == "einsum" else depth_to_space(nn.Dense(4 * c, name=name)(h))
+      elif self.overlapping == "subpixel":
+        h = depth_to_space(nn.Conv(4 * c, (size, size), name=name)(h))
+      elif self.overlapping == "conv_transpose":
+        h = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name=name)(h)
       else:
         b, hh, ww, cc = h.shape
-        h = nn.Conv(c, (3, 3), name=f"up_{i}")(jax.image.resize(h, (b, 2 * hh, 2 * ww, cc), self.method))
+        h = nn.Conv(c, (3, 3), name=name)(jax.image.resize(h, (b, 2 * hh, 2 * ww, cc), self.overlapping))
       if i < len(self.channels) - 1:
         h = nn.relu(h)
     return h
@@ -273,7 +265,7 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
   if _EXPERIMENT.value == "fcn_einsum":
     config = load_config("galaxy")
     library = _step_for(config)
-    models.FCNEncoder, models.FCNDecoder = _EinsumEncoder, _EinsumDecoder
+    models.FCNEncoder, models.FCNDecoder = _EinsumEncoder, functools.partial(_VariantDecoder, kernel2="einsum")
     try:
       einsum = _step_for(config)
     finally:
@@ -287,7 +279,7 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
       out[f"up_neighbourhoods={sizes}"] = _step_for(config)
     try:
       for method in ("nearest", "linear", "conv_transpose"):
-        models.FCNDecoder = functools.partial(_OverlappingUpsamplingDecoder, method=method)
+        models.FCNDecoder = functools.partial(_VariantDecoder, overlapping=method)
         out[f"(3,3,1,1) as {method}" + (" resize + 3x3 conv" if method != "conv_transpose" else " k4 s2")] = (
             _step_for(load_config("galaxy")))
     finally:

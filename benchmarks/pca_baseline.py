@@ -8,8 +8,8 @@ definition (mean over images of per-image PSNR on [0, 1]) as training.
   python benchmarks/pca_baseline.py --config configs/faces_mlp.py \
       --config.data.source=folder:../shared/data/anime_faces_30/small
 
-``--subspaces=K`` adds a second yardstick, an optimistic bound on what a
-nonlinear code of the same size can gain over PCA: K local k-component PCAs
+``--subspaces=K`` adds a second yardstick, for what a piecewise-linear code
+of the same size can gain over PCA (generously counted): K local k-component PCAs
 (k-subspaces clustering of the training split), each image coded by the one
 that reconstructs it best — k numbers plus a free choice among K subspaces.
 """

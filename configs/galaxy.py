@@ -38,8 +38,8 @@ def get_config(arg=None):
   c.model.output_activation = "tanh"
 
   c.loss.scale = 0.05  # about the RMSE it reaches: the best bits/dim (σ 0.03 gains 0.01 dB, costs 0.9 bits/dim)
-  # Held-out PSNR on Galaxy Zoo in the 15-minute budget rose with the learning rate: 26.8 dB at 1e-3,
-  # 26.89 at 2e-3, 27.01 at 3e-3 (BENCHMARKS.md, time to quality).
+  # Held-out PSNR (per-image mean) on Galaxy Zoo in the 15-minute budget rose with the learning rate:
+  # 26.8 dB at 1e-3, 26.89 at 2e-3, 27.01 at 3e-3 (BENCHMARKS.md, time to quality).
   c.opt.learning_rate = 3e-3
 
   c.train.steps = 2400

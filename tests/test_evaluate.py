@@ -15,7 +15,8 @@ from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.synthetic import FACE_FACTORS
 from vae_jax.evaluate import evaluate_workdir
 
-KEYS = ("n_images", "neg_elbo_nats", "bits_per_dim", "iwae_nll_nats", "psnr_db", "ssim", "active_units", "kl_per_dim")
+KEYS = ("n_images", "neg_elbo_nats", "bits_per_dim", "iwae_nll_nats", "psnr_db", "pooled_psnr_db", "mse", "ssim",
+        "active_units", "kl_per_dim")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,11 @@ def test_report_agrees_with_the_training_loops_validation(workdir, report):
   last_val = [r for r in logged if r["split"] == "val"][-1]
   assert all(k in report for k in KEYS)
   assert report["n_images"] == 12  # 48 smoke images, a quarter held out
-  for k in ("neg_elbo_nats", "bits_per_dim", "psnr_db"):
+  for k in ("neg_elbo_nats", "bits_per_dim", "psnr_db", "pooled_psnr_db"):
     assert report[k] == pytest.approx(last_val[k], rel=1e-4), k
+  # Pooled: the PSNR of the split's mean squared error; by Jensen's inequality it is at most the mean per-image PSNR.
+  assert report["pooled_psnr_db"] == pytest.approx(-10 * np.log10(report["mse"]), rel=1e-6)
+  assert report["pooled_psnr_db"] <= report["psnr_db"] + 1e-6
   np.testing.assert_allclose(report["kl_per_dim"], last_val["kl_per_dim"], rtol=1e-3, atol=1e-3)
   assert report["bits_per_dim"] == pytest.approx(report["neg_elbo_nats"] / (30 * 30 * np.log(2)))
   assert 0 <= report["active_units"] <= 10 and -1 < report["ssim"] <= 1

@@ -239,6 +239,18 @@ def test_psnr_against_hand_computed_values():
   assert np.isfinite(got[2])
 
 
+def test_squared_error_and_its_psnr():
+  x = np.full((2, 4, 4, 1), 51, np.uint8)  # 0.2
+  recon = np.stack([np.full((4, 4, 1), 0.3, np.float32), np.full((4, 4, 1), 0.2 + 0.03, np.float32)])
+  mse = np.asarray(losses.squared_error(jnp.asarray(x), jnp.asarray(recon)))
+  np.testing.assert_allclose(mse, [1e-2, 9e-4], rtol=1e-4)
+  per_image = np.asarray(losses.psnr(jnp.asarray(x), jnp.asarray(recon)))
+  np.testing.assert_allclose(per_image, [20.0, 10 * np.log10(1 / 9e-4)], rtol=1e-4)
+  # The pooled PSNR of the two (mean MSE 5.45e-3: 22.6 dB) is below the mean of their PSNRs (25.2 dB).
+  pooled = float(losses.psnr_of_mse(jnp.mean(jnp.asarray(mse))))
+  assert pooled == pytest.approx(-10 * np.log10(5.45e-3), rel=1e-4) and pooled < per_image.mean() - 2
+
+
 def test_psnr_clips_the_reconstruction_to_the_data_range():
   x = np.zeros((1, 2, 2, 1), np.uint8)
   x[0, 0, 0, 0] = 255

@@ -85,7 +85,8 @@ def evaluate_workdir(
 
   Returns:
     JSON-ready dict: ``n_images``, ``neg_elbo_nats``, ``bits_per_dim``,
-    ``iwae_nll_nats`` (K = ``iw_samples``), ``psnr_db``, ``ssim``,
+    ``iwae_nll_nats`` (K = ``iw_samples``), ``psnr_db`` (mean of per-image
+    PSNRs), ``pooled_psnr_db`` (PSNR of the mean squared error), ``ssim``,
     ``active_units``, ``kl_per_dim`` and more; ``factors`` (see
     ``metrics.factor_report``) when the source has known generating factors.
   """

@@ -129,8 +129,17 @@ def bits_per_dim(nats_per_image: jax.Array, num_dims: int) -> jax.Array:
   return nats_per_image / (num_dims * math.log(2.0))
 
 
+def squared_error(x_uint8: jax.Array, recon01: jax.Array) -> jax.Array:
+  """Per-image mean squared error of a [0, 1] reconstruction, clipped to the data range, against uint8 data."""
+  x = to_unit(x_uint8)
+  return jnp.mean(jnp.square(x - jnp.clip(recon01, 0.0, 1.0)).reshape(x.shape[0], -1), axis=-1)
+
+
+def psnr_of_mse(mse: jax.Array) -> jax.Array:
+  """PSNR in dB (peak 1) of a mean squared error on the [0, 1] scale; capped at 100 dB for a perfect match."""
+  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+
 def psnr(x_uint8: jax.Array, recon01: jax.Array) -> jax.Array:
   """Per-image PSNR in dB of a [0, 1] reconstruction against uint8 data (peak 1)."""
-  x = to_unit(x_uint8)
-  mse = jnp.mean(jnp.square(x - jnp.clip(recon01, 0.0, 1.0)).reshape(x.shape[0], -1), axis=-1)
-  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+  return psnr_of_mse(squared_error(x_uint8, recon01))

@@ -67,8 +67,8 @@ def local_pca_psnr(train: np.ndarray, val: np.ndarray, k: int, subspaces: int, i
   """(train, val) mean PSNR of k-subspaces: each image projected on the best of `subspaces` local k-PCAs.
 
   Lloyd iterations from a random assignment: fit one PCA per cluster, reassign every training image to
-  the subspace that reconstructs it best. A cluster that empties below 2k images falls back to the
-  global PCA, so the bound never drops below it.
+  the subspace that reconstructs it best. A cluster left with fewer than 2k images is refitted as the
+  global PCA (too few images to fit k directions).
   """
   x, y = _flat(train), _flat(val)
   labels = np.random.default_rng(seed).integers(0, subspaces, len(x))

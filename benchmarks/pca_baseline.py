@@ -26,6 +26,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from vae_jax.data.pipeline import build_dataset, load_images  # noqa: E402
+from vae_jax.losses import psnr_of_mse  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _K = flags.DEFINE_integer("components", None, "PCA components (default: the config's latent_dim).")
@@ -49,10 +50,10 @@ def _project(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def _psnr(recon: np.ndarray, x: np.ndarray, pooled: bool = False) -> float:
-  """PSNR (dB) of reconstructions clipped to [0, 1] as decoded images are: the mean of per-image PSNRs,
-  or with ``pooled`` the PSNR of the mean squared error over all images (training's ``pooled_psnr_db``)."""
-  mse = np.maximum(np.mean((np.clip(recon, 0.0, 1.0) - x) ** 2, axis=1), 1e-10)
-  return float(-10.0 * np.log10(np.mean(mse)) if pooled else np.mean(-10.0 * np.log10(mse)))
+  """PSNR (dB) of reconstructions clipped to [0, 1] as decoded images are: the mean of per-image PSNRs
+  (training's ``psnr_db``), or with ``pooled`` the PSNR of the mean squared error (``pooled_psnr_db``)."""
+  mse = np.mean((np.clip(recon, 0.0, 1.0) - x) ** 2, axis=1)
+  return float(psnr_of_mse(np.mean(mse)) if pooled else np.mean(psnr_of_mse(mse)))
 
 
 def pca_psnr(train: np.ndarray, val: np.ndarray, k: int, pooled: bool = False) -> float:

@@ -39,10 +39,20 @@ def _flat(images: np.ndarray) -> np.ndarray:
 
 
 def _fit_pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and top-k principal directions (rows) of the flat images x."""
+  """Mean and top-k principal directions (orthonormal rows) of the flat images x.
+
+  From the eigenvectors of the smaller of the two Gram matrices: for 1260 galaxies of 196 608 numbers
+  that is 1260×1260, seconds where an SVD of the data takes a minute and a half.
+  """
   mean = x.mean(0)
-  _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-  return mean, vt[:k]
+  d = x - mean
+  if len(d) < d.shape[1]:
+    eigenvalues, u = np.linalg.eigh(d @ d.T)
+    top = np.argsort(eigenvalues)[::-1][:k]
+    basis = u[:, top].T @ d
+    return mean, basis / np.linalg.norm(basis, axis=1, keepdims=True)
+  eigenvalues, v = np.linalg.eigh(d.T @ d)
+  return mean, v[:, np.argsort(eigenvalues)[::-1][:k]].T
 
 
 def _project(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -63,24 +73,42 @@ def pca_psnr(train: np.ndarray, val: np.ndarray, k: int, pooled: bool = False) -
   return _psnr(_project(y, mean, basis), y, pooled)
 
 
+def _residual_energy(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
+  """Per-image squared error of projecting x on (mean, orthonormal basis), without forming the projections."""
+  d = x - mean
+  return np.sum(d * d, axis=1) - np.sum((d @ basis.T) ** 2, axis=1)
+
+
+def _best_of(x: np.ndarray, fits: list) -> tuple[np.ndarray, np.ndarray]:
+  """(index of the subspace that reconstructs each image best, those reconstructions' clipped per-image MSE)."""
+  best = np.argmin(np.stack([_residual_energy(x, *fit) for fit in fits]), axis=0)
+  mse = np.empty(len(x))
+  for c, fit in enumerate(fits):
+    rows = best == c
+    mse[rows] = np.mean((np.clip(_project(x[rows], *fit), 0.0, 1.0) - x[rows]) ** 2, axis=1)
+  return best, mse
+
+
 def local_pca_psnr(train: np.ndarray, val: np.ndarray, k: int, subspaces: int, iterations: int = 15,
-                   seed: int = 0) -> tuple[float, float]:
-  """(train, val) mean PSNR of k-subspaces: each image projected on the best of `subspaces` local k-PCAs.
+                   seed: int = 0) -> dict[str, float]:
+  """Train and val PSNR (per-image mean and pooled) of k-subspaces: each image projected on the best of
+  `subspaces` local k-PCAs.
 
   Lloyd iterations from a random assignment: fit one PCA per cluster, reassign every training image to
   the subspace that reconstructs it best. A cluster left with fewer than 2k images is refitted as the
-  global PCA (too few images to fit k directions).
+  global PCA (too few images to fit k directions). One subspace's residuals in memory at a time, so
+  256×256 RGB splits fit.
   """
   x, y = _flat(train), _flat(val)
   labels = np.random.default_rng(seed).integers(0, subspaces, len(x))
   for _ in range(iterations):
     fits = [_fit_pca(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k) for c in range(subspaces)]
-    recon_x = np.stack([_project(x, *fit) for fit in fits])
-    labels = np.argmin(np.sum((recon_x - x) ** 2, axis=2), axis=0)
-  recon_y = np.stack([_project(y, *fit) for fit in fits])
-  best_y = np.argmin(np.sum((recon_y - y) ** 2, axis=2), axis=0)
-  return (_psnr(recon_x[labels, np.arange(len(x))], x),
-          _psnr(recon_y[best_y, np.arange(len(y))], y))
+    labels, train_mse = _best_of(x, fits)
+  _, val_mse = _best_of(y, fits)
+  return {"local_pca_psnr_db": float(np.mean(psnr_of_mse(val_mse))),
+          "local_pca_pooled_psnr_db": float(psnr_of_mse(np.mean(val_mse))),
+          "local_pca_train_psnr_db": float(np.mean(psnr_of_mse(train_mse))),
+          "local_pca_train_pooled_psnr_db": float(psnr_of_mse(np.mean(train_mse)))}
 
 
 def main(argv):
@@ -98,8 +126,7 @@ def main(argv):
     result[f"{name}_psnr_db"] = _psnr(r, y)
     result[f"{name}_pooled_psnr_db"] = _psnr(r, y, pooled=True)
   if _SUBSPACES.value:
-    train_db, val_db = local_pca_psnr(train, val, k, _SUBSPACES.value)
-    result.update(subspaces=_SUBSPACES.value, local_pca_train_psnr_db=train_db, local_pca_psnr_db=val_db)
+    result.update(subspaces=_SUBSPACES.value, **local_pca_psnr(train, val, k, _SUBSPACES.value))
   print(json.dumps(result))
 
 

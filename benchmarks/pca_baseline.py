@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
@@ -101,7 +102,7 @@ def local_pca_psnr(train: np.ndarray, val: np.ndarray, k: int, subspaces: int, i
   """
   x, y = _flat(train), _flat(val)
   labels = np.random.default_rng(seed).integers(0, subspaces, len(x))
-  for _ in range(iterations):
+  for _ in tqdm.trange(iterations, desc=f"{subspaces} subspaces", unit="iteration", leave=False):
     fits = [_fit_pca(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k) for c in range(subspaces)]
     labels, train_mse = _best_of(x, fits)
   _, val_mse = _best_of(y, fits)

@@ -60,11 +60,19 @@ def _project(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
   return (x - mean) @ basis.T @ basis + mean
 
 
-def _psnr(recon: np.ndarray, x: np.ndarray, pooled: bool = False) -> float:
-  """PSNR (dB) of reconstructions clipped to [0, 1] as decoded images are: the mean of per-image PSNRs
-  (training's ``psnr_db``), or with ``pooled`` the PSNR of the mean squared error (``pooled_psnr_db``)."""
-  mse = np.mean((np.clip(recon, 0.0, 1.0) - x) ** 2, axis=1)
+def _clipped_mse(recon: np.ndarray, x: np.ndarray) -> np.ndarray:
+  """Per-image mean squared error of flat reconstructions clipped to [0, 1], as decoded images are."""
+  return np.mean((np.clip(recon, 0.0, 1.0) - x) ** 2, axis=1)
+
+
+def _db(mse: np.ndarray, pooled: bool = False) -> float:
+  """PSNR (dB) from per-image MSEs: the mean of per-image PSNRs (training's ``psnr_db``), or with
+  ``pooled`` the PSNR of the mean squared error (``pooled_psnr_db``)."""
   return float(psnr_of_mse(np.mean(mse)) if pooled else np.mean(psnr_of_mse(mse)))
+
+
+def _psnr(recon: np.ndarray, x: np.ndarray, pooled: bool = False) -> float:
+  return _db(_clipped_mse(recon, x), pooled)
 
 
 def pca_psnr(train: np.ndarray, val: np.ndarray, k: int, pooled: bool = False) -> float:
@@ -86,7 +94,7 @@ def _best_of(x: np.ndarray, fits: list) -> tuple[np.ndarray, np.ndarray]:
   mse = np.empty(len(x))
   for c, fit in enumerate(fits):
     rows = best == c
-    mse[rows] = np.mean((np.clip(_project(x[rows], *fit), 0.0, 1.0) - x[rows]) ** 2, axis=1)
+    mse[rows] = _clipped_mse(_project(x[rows], *fit), x[rows])
   return best, mse
 
 
@@ -106,10 +114,8 @@ def local_pca_psnr(train: np.ndarray, val: np.ndarray, k: int, subspaces: int, i
     fits = [_fit_pca(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k) for c in range(subspaces)]
     labels, train_mse = _best_of(x, fits)
   _, val_mse = _best_of(y, fits)
-  return {"local_pca_psnr_db": float(np.mean(psnr_of_mse(val_mse))),
-          "local_pca_pooled_psnr_db": float(psnr_of_mse(np.mean(val_mse))),
-          "local_pca_train_psnr_db": float(np.mean(psnr_of_mse(train_mse))),
-          "local_pca_train_pooled_psnr_db": float(psnr_of_mse(np.mean(train_mse)))}
+  return {"local_pca_psnr_db": _db(val_mse), "local_pca_pooled_psnr_db": _db(val_mse, pooled=True),
+          "local_pca_train_psnr_db": _db(train_mse), "local_pca_train_pooled_psnr_db": _db(train_mse, pooled=True)}
 
 
 def main(argv):

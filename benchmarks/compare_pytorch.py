@@ -13,11 +13,11 @@ Four pairs, each at its config's batch size and image shape:
   colour MSE + luminance MSE, Gaussian input noise), 30×30, batch 64.
 * ``galaxy``: configs/galaxy.py (channels 16-32-64-128, stride-2 2×2
   convolutions as space-to-depth + dense, depth-to-space upsampling, the two
-  coarsest as 3×3 sub-pixel convolutions) against the seed's FCN as one would
+  coarsest as 2×2 sub-pixel convolutions, i.e. k4 s2 transposed ones) against the seed's FCN as one would
   write it in PyTorch (the seed gives no layer sizes): the same channel plan
   with Conv2d k4 s2 p1 and ConvTranspose2d k4 s2 p1 (ReLU between, tanh
   output), 256×256×3, batch 16. ``galaxy_k2`` adds the PyTorch model with
-  vae_jax's exact arithmetic (k2 s2 convolutions, 3×3 conv + PixelShuffle
+  vae_jax's exact arithmetic (k2 s2 convolutions, 2×2 conv + PixelShuffle
   where vae_jax has them), so the ratio can be read both as "seed-style code"
   and "same FLOPs".
 
@@ -133,7 +133,7 @@ def torch_models(torch):
     """Four stride-2 convolutions (channels growing), heads on the flattened map, mirrored upsampling, tanh."""
 
     def __init__(self, size: int, channels: tuple, z: int, kernel: int, up_neighbourhoods: tuple = ()):
-      """``up_neighbourhoods`` (kernel 2 only): 3 makes that upsampling a 3×3 conv + PixelShuffle, as vae_jax."""
+      """``up_neighbourhoods`` (kernel 2 only): n > 1 makes that upsampling an n×n conv + PixelShuffle, as vae_jax."""
       super().__init__()
       pad = (kernel - 2) // 2
       plan = (3,) + tuple(channels)
@@ -149,7 +149,7 @@ def torch_models(torch):
       sizes = tuple(up_neighbourhoods) or (1,) * len(channels)
       for i, (c_in, c_out) in enumerate(zip(rev[:-1], rev[1:])):
         if sizes[i] > 1:
-          dec += [nn.Conv2d(c_in, 4 * c_out, sizes[i], padding=sizes[i] // 2), nn.PixelShuffle(2)]
+          dec += [nn.Conv2d(c_in, 4 * c_out, sizes[i], padding="same"), nn.PixelShuffle(2)]  # XLA's SAME padding
         else:
           dec.append(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=pad))
         if i < len(rev) - 2:

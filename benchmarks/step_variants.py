@@ -17,8 +17,9 @@ figure meaningful. Experiments:
 * ``xla``: the library's step for ``--config`` compiled with XLA CPU options
   (``--options=name=value,...``; each option is one variant).
 * ``upsampling``: configs/galaxy.py with kernel-2 upsamplings everywhere vs
-  3×3 sub-pixel convolutions at the coarsest one or two stages (the default),
-  and the default's two overlapping upsamplings done the other usual ways:
+  3×3 sub-pixel convolutions at the coarsest one or two stages, vs 2×2
+  sub-pixel convolutions (k4 s2 transposed convolutions) at the coarsest two
+  (the default), and those two upsamplings done the other usual ways:
   nearest-neighbour ×2 resize + 3×3 convolution, bilinear ×2 resize + 3×3
   convolution, and ``nn.ConvTranspose`` k4 s2 (same channels everywhere).
 * ``channels``: configs/galaxy.py with channel plans 8-16-32-64,
@@ -178,10 +179,11 @@ class _VariantDecoder(FCNDecoder):
 
   ``kernel2``: the kernel-2 stages as the library's ``Dense`` + depth-to-space
   ("dense") or as one einsum on a free reshape ("einsum", same parameters).
-  ``overlapping``: the 3×3 stages as the library's sub-pixel convolution
-  ("subpixel"), as ``jax.image.resize`` ×2 ("nearest" or "linear") then a
-  3×3 convolution to the stage's channels, or as ``nn.ConvTranspose`` k4 s2
-  ("conv_transpose", SAME padding).
+  ``overlapping``: the overlapping stages (size > 1) as the library's
+  sub-pixel convolution ("subpixel"), as ``jax.image.resize`` ×2 ("nearest"
+  or "linear") then a 3×3 convolution to the stage's channels, or as
+  ``nn.ConvTranspose`` k4 s2 ("conv_transpose", SAME padding: XLA's own
+  form of the library's size-2 stages).
   """
 
   kernel2: str = "dense"
@@ -273,14 +275,14 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
     return {"space_to_depth + Dense (library)": library, "einsum on reshape": einsum}
   if _EXPERIMENT.value == "upsampling":
     out = {}
-    for sizes in ((1, 1, 1, 1), (3, 1, 1, 1), (3, 3, 1, 1)):
+    for sizes in ((1, 1, 1, 1), (3, 1, 1, 1), (3, 3, 1, 1), (2, 2, 1, 1)):
       config = load_config("galaxy")
       config.model.up_neighbourhoods = sizes
       out[f"up_neighbourhoods={sizes}"] = _step_for(config)
     try:
       for method in ("nearest", "linear", "conv_transpose"):
         models.FCNDecoder = functools.partial(_VariantDecoder, overlapping=method)
-        out[f"(3,3,1,1) as {method}" + (" resize + 3x3 conv" if method != "conv_transpose" else " k4 s2")] = (
+        out[f"16->32->64 as {method}" + (" resize + 3x3 conv" if method != "conv_transpose" else " k4 s2")] = (
             _step_for(load_config("galaxy")))
     finally:
       models.FCNDecoder = FCNDecoder

@@ -15,7 +15,7 @@ from conftest import load_config
 from vae_jax.losses import gaussian_kl
 from vae_jax.models import build_model
 from vae_jax.models.conv import conv_encoder_geometry
-from vae_jax.models.fcn import depth_to_space, space_to_depth
+from vae_jax.models.fcn import FCNDecoder, depth_to_space, space_to_depth
 from vae_jax.train import make_optimizer
 
 _KEY = jax.random.key(0)
@@ -191,6 +191,35 @@ def test_dense_depth_to_space_is_the_transposed_convolution():
   np.testing.assert_allclose(np.asarray(depth_to_space(y @ kernel.T)), np.asarray(vjp(y)[0]), rtol=1e-5, atol=1e-5)
 
 
+def test_2x2_sub_pixel_upsampling_is_a_kernel_4_stride_2_transposed_convolution():
+  """``up_neighbourhoods`` 2: the decoder's 2×2 convolution + depth-to-space is a k4 s2 transposed convolution.
+
+  Output pixel 2m + r reads input pixels m and m + 1 (rows and columns alike)
+  through kernel taps 1 − r and 3 − r: the transposed convolution of
+  ``lax.conv_transpose``'s kind with padding (1, 3) of the 2×-dilated input
+  (PyTorch's ``ConvTranspose2d(k=4, s=2, p=1)`` pads (2, 2): the same
+  arithmetic, shifted by one output pixel), plus one bias per output phase.
+  """
+  c_in, c_out, h0, w0 = 3, 2, 3, 4
+  decoder = FCNDecoder(start_shape=(h0, w0, c_in), channels=(c_out,), up_neighbourhoods=(2,))
+  z = _normal(11, (2, 5))
+  params = decoder.init(_KEY, z)["params"]
+  params["up_0"]["bias"] = _normal(12, (4 * c_out,))
+  out = decoder.apply({"params": params}, z)
+
+  h = jax.nn.relu(z @ params["dense"]["kernel"] + params["dense"]["bias"]).reshape(2, h0, w0, c_in)
+  w = np.asarray(params["up_0"]["kernel"]).reshape(2, 2, c_in, 2, 2, c_out)  # dy, dx, in, ry, rx, out
+  kernel = np.zeros((4, 4, c_in, c_out), np.float32)
+  for dy, dx, ry, rx in np.ndindex(2, 2, 2, 2):
+    kernel[2 * dy - ry + 1, 2 * dx - rx + 1] = w[dy, dx, :, ry, rx]
+  transposed = jax.lax.conv_general_dilated(
+      h, jnp.asarray(kernel), (1, 1), ((1, 3), (1, 3)), lhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+  phase_bias = depth_to_space(jnp.broadcast_to(params["up_0"]["bias"], (2, h0, w0, 4 * c_out)))
+  assert out.shape == (2, 2 * h0, 2 * w0, c_out)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(transposed + phase_bias), rtol=1e-5, atol=1e-5)
+
+
 # --- Configuration errors and the likelihood scale -----------------------------------------------
 
 
@@ -291,10 +320,10 @@ def test_the_learned_prior_has_its_own_optimizer():
   np.testing.assert_array_equal(np.asarray(updates["decoder"]["kernel"]), 0.0)
 
 
-def test_sub_pixel_upsampling_is_a_3x3_convolution_to_four_times_the_channels():
+def test_sub_pixel_upsampling_is_an_n_by_n_convolution_to_four_times_the_channels():
   config = load_config("galaxy", "smoke")
   image_shape = _image_shape(config)
-  config.model.up_neighbourhoods = (3, 1, 3, 1)
+  config.model.up_neighbourhoods = (3, 1, 2, 1)
   decoder = _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)["decoder"]
   ins = tuple(reversed(config.model.channels))  # 8, 8, 8, 4
   outs = ins[1:] + (image_shape[-1],)
@@ -303,8 +332,8 @@ def test_sub_pixel_upsampling_is_a_3x3_convolution_to_four_times_the_channels():
     assert decoder[f"up_{i}"]["kernel"].shape == expected
 
 
-@pytest.mark.parametrize("sizes", [(3, 3), (2, 1, 1, 1), (0, 1, 1, 1)])
-def test_up_neighbourhoods_need_one_odd_size_per_upsampling(sizes):
+@pytest.mark.parametrize("sizes", [(3, 3), (2, 1, 1, 1, 1), (0, 1, 1, 1)])
+def test_up_neighbourhoods_need_one_positive_size_per_upsampling(sizes):
   config = load_config("galaxy", "smoke")
   config.model.up_neighbourhoods = sizes
   with pytest.raises(ValueError, match="up_neighbourhoods"):

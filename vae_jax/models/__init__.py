@@ -44,9 +44,9 @@ def _conv(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
 def _fcn(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
   levels = len(cfg.channels)
   sizes = tuple(cfg.get("up_neighbourhoods", ()))
-  if sizes and (len(sizes) != levels or any(s < 1 or s % 2 != 1 for s in sizes)):
+  if sizes and (len(sizes) != levels or any(s < 1 for s in sizes)):
     raise ValueError(
-        f"config.model.up_neighbourhoods needs one odd size (1, 3, …) per upsampling ({levels}); got {sizes}."
+        f"config.model.up_neighbourhoods needs one size (1, 2, 3, …) per upsampling ({levels}); got {sizes}."
     )
   size = image_shape[0] // 2**levels
   if size * 2**levels != image_shape[0] or image_shape[0] != image_shape[1]:

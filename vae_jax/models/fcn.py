@@ -15,13 +15,17 @@ depth at matmul speed.
 
 Kernel-2 upsamplings never mix neighbouring pixels: each 16×16 block of the
 output is a separate function of z, and codes away from the training data
-decode to a patchwork of unrelated blocks. An upsampling with neighbourhood 3
-(``up_neighbourhoods``, one entry per upsampling) is a 3×3 convolution to
-4× the channels followed by depth-to-space (a sub-pixel convolution, the
-same as a kernel-6 stride-2 transposed convolution): each 2×2 output block
-reads the 3×3 input pixels around it, blocks overlap, and samples come out
-smooth. At the two coarsest stages this costs about a third of the step
-(BENCHMARKS.md); at full resolution it would cost several times the step.
+decode to a patchwork of unrelated blocks. An upsampling with neighbourhood
+n > 1 (``up_neighbourhoods``, one entry per upsampling) is an n×n
+convolution to 4× the channels followed by depth-to-space (a sub-pixel
+convolution): each 2×2 output block reads n×n input pixels, blocks overlap,
+and samples come out smooth. n = 2 is exactly a kernel-4 stride-2
+transposed convolution, the ``ConvTranspose2d(4, stride=2, padding=1)`` of
+a PyTorch FCN, shifted by one output pixel (each 2×2 block reads the input
+pixel at its place and the next ones right and down); n = 3 is a kernel-6
+one, 9/4 of the FLOPs. At the two coarsest stages, n = 2 instead of 1 adds
+~15 % to the galaxy's train step and n = 3 ~30 % (BENCHMARKS.md); at full
+resolution either would cost several times the step.
 """
 
 from __future__ import annotations
@@ -66,15 +70,16 @@ class FCNEncoder(nn.Module):
 
 
 class FCNDecoder(nn.Module):
-  """Dense to the bottleneck map, then ×2 upsamplings (dense or 3×3 convolution, then depth-to-space).
+  """Dense to the bottleneck map, then ×2 upsamplings (dense or n×n convolution, then depth-to-space).
 
   Attributes:
     start_shape: (h, w, c) bottleneck feature map (image size / 2**len(channels)).
     channels: channels after each upsampling; the last is the image's.
     mix: hidden 1×1 layers after each upsampling.
-    up_neighbourhoods: for each upsampling, the input pixels (odd, per side)
+    up_neighbourhoods: for each upsampling, the input pixels (per side)
       each 2×2 output block reads: 1 is a kernel-2 stride-2 transposed
-      convolution (a dense layer), 3 a 3×3 sub-pixel convolution. Default: 1 everywhere.
+      convolution (a dense layer), n > 1 an n×n sub-pixel convolution (2: a
+      kernel-4 stride-2 transposed convolution). Default: 1 everywhere.
   """
 
   start_shape: tuple[int, int, int]

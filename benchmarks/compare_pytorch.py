@@ -13,13 +13,13 @@ Four pairs, each at its config's batch size and image shape:
   colour MSE + luminance MSE, Gaussian input noise), 30×30, batch 64.
 * ``galaxy``: configs/galaxy.py (channels 16-32-64-128, stride-2 2×2
   convolutions as space-to-depth + dense, depth-to-space upsampling, the two
-  coarsest as 2×2 sub-pixel convolutions, i.e. k4 s2 transposed ones) against the seed's FCN as one would
-  write it in PyTorch (the seed gives no layer sizes): the same channel plan
-  with Conv2d k4 s2 p1 and ConvTranspose2d k4 s2 p1 (ReLU between, tanh
-  output), 256×256×3, batch 16. ``galaxy_k2`` adds the PyTorch model with
-  vae_jax's exact arithmetic (k2 s2 convolutions, 2×2 conv + PixelShuffle
-  where vae_jax has them), so the ratio can be read both as "seed-style code"
-  and "same FLOPs".
+  coarsest as 2×2 sub-pixel convolutions, i.e. k4 s2 transposed ones)
+  against the seed's FCN as one would write it in PyTorch (the seed gives
+  no layer sizes): the same channel plan with Conv2d k4 s2 p1 and
+  ConvTranspose2d k4 s2 p1 (ReLU between, tanh output), 256×256×3, batch 16.
+  ``galaxy_k2`` adds the PyTorch model with vae_jax's exact arithmetic (k2
+  s2 convolutions, 2×2 conv + PixelShuffle where vae_jax has them), so the
+  ratio can be read both as "seed-style code" and "same FLOPs".
 
 Both sides run a full training step: forward, Gaussian NLL (σ from the
 config) + analytic KL (the colouriser: its two MSEs), backward, global-norm

@@ -2,10 +2,11 @@
 
 Four stride-2 convolutions (as space-to-depth + dense, see vae_jax/models/fcn.py),
 channels 16-32-64-128, a dense bottleneck to 4 latents, four ×2 upsamplings
-(the two coarsest as kernel-4 stride-2 transposed convolutions, written
-as 2×2 sub-pixel convolutions, so neighbouring blocks overlap), and a learned prior (vae_jax/models/vae.py): without overlapping
-upsamplings and the learned prior, prior samples were patchworks of 16×16
-blocks instead of galaxies.
+(the two coarsest as kernel-4 stride-2 transposed convolutions, written as
+2×2 sub-pixel convolutions, so neighbouring blocks overlap), and a learned
+prior (vae_jax/models/vae.py): without overlapping upsamplings and the
+learned prior, prior samples were patchworks of 16×16 blocks instead of
+galaxies.
 
 Run (embedded procedural galaxies, no download):
   python bin/train.py --config configs/galaxy.py

@@ -195,10 +195,10 @@ def test_2x2_sub_pixel_upsampling_is_a_kernel_4_stride_2_transposed_convolution(
   """``up_neighbourhoods`` 2: the decoder's 2×2 convolution + depth-to-space is a k4 s2 transposed convolution.
 
   Output pixel 2m + r reads input pixels m and m + 1 (rows and columns alike)
-  through kernel taps 1 − r and 3 − r: the transposed convolution of
-  ``lax.conv_transpose``'s kind with padding (1, 3) of the 2×-dilated input
-  (PyTorch's ``ConvTranspose2d(k=4, s=2, p=1)`` pads (2, 2): the same
-  arithmetic, shifted by one output pixel), plus one bias per output phase.
+  through taps 1 − r and 3 − r of a 4×4 kernel: a stride-1 convolution of the
+  2×-dilated input padded (1, 3) (PyTorch's ``ConvTranspose2d(k=4, s=2,
+  p=1)`` pads it (2, 2): the same arithmetic, shifted by one output pixel),
+  plus one bias per output phase.
   """
   c_in, c_out, h0, w0 = 3, 2, 3, 4
   decoder = FCNDecoder(start_shape=(h0, w0, c_in), channels=(c_out,), up_neighbourhoods=(2,))

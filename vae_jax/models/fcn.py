@@ -24,7 +24,7 @@ transposed convolution, the ``ConvTranspose2d(4, stride=2, padding=1)`` of
 a PyTorch FCN, shifted by one output pixel (each 2×2 block reads the input
 pixel at its place and the next ones right and down); n = 3 is a kernel-6
 one, 9/4 of the FLOPs. At the two coarsest stages, n = 2 instead of 1 adds
-~15 % to the galaxy's train step and n = 3 ~30 % (BENCHMARKS.md); at full
+~14 % to the galaxy's train step and n = 3 ~38 % (BENCHMARKS.md); at full
 resolution either would cost several times the step.
 """
 

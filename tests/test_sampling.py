@@ -42,6 +42,11 @@ def test_load_run_without_checkpoint_says_what_to_do(trained, tmp_path):
     load_run(tmp_path)
 
 
+def test_load_run_from_a_url_says_to_use_a_filesystem_path():
+  with pytest.raises(ValueError, match="gcsfuse"):
+    load_run("gs://bucket/runs/galaxy")
+
+
 def test_recon_rows_alternate_inputs_and_reconstructions(trained):
   _, _, run, x = trained
   tiles = sampling.recon_tiles(run, x[:5], ncol=4)

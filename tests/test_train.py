@@ -92,6 +92,13 @@ def test_other_architecture_in_workdir_is_a_clear_error(smoke_run):
     train_and_evaluate(load_config("faces_conv"), workdir)
 
 
+def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # pathlib would have made a local directory gs:/bucket/runs/x here
+  with pytest.raises(ValueError, match="filesystem path"):
+    train_and_evaluate(load_config("faces_mlp"), "gs://bucket/runs/x")
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_checkpoint_of_other_shapes_is_a_clear_error(smoke_run):
   config, workdir, state = smoke_run
   wider = jax.tree.map(lambda x: np.zeros(x.shape + (2,), x.dtype) if x.ndim == 2 else x, state)

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from vae_jax import images, losses, parallel, sampling
-from vae_jax.config import load_config
+from vae_jax.config import load_config, workdir_path
 from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import Dataset
 from vae_jax.models.colorizer import build_colorizer, luminance
@@ -224,7 +224,7 @@ def train_colorizer(config: ml_collections.ConfigDict, workdir: str | Path) -> T
 
 def load_colorizer(workdir: str | Path, step: int | None = None) -> Run:
   """``(config, model, params)`` of a colouriser workdir's latest checkpoint (or ``step``)."""
-  workdir = Path(workdir)
+  workdir = workdir_path(workdir)
   config = load_config(workdir)
   if config.get("task") != TASK:
     raise ValueError(f"{workdir} holds a {config.get('task', 'vae')!r} run, not a colouriser (configs/colorizer.py).")

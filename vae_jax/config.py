@@ -109,6 +109,22 @@ def with_preset(
   return presets[arg](config)
 
 
+def workdir_path(workdir: str | Path) -> Path:
+  """``workdir`` as a filesystem path; a URL (``gs://…``, ``s3://…``) is refused with advice.
+
+  A run writes its workdir with pathlib, PIL and a local TensorBoard writer,
+  and ``Path("gs://b/x")`` silently becomes the local directory ``gs:/b/x``.
+  On several hosts the workdir must be a directory every host sees (NFS, or
+  a bucket mounted with gcsfuse).
+  """
+  if "://" in str(workdir):
+    raise ValueError(
+        f"--workdir {workdir} is a URL; vae_jax writes runs to a filesystem path. On several hosts, use a "
+        "directory every host sees (NFS, or the bucket mounted with gcsfuse)."
+    )
+  return Path(workdir)
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
   path = Path(workdir) / CONFIG_FILENAME
   path.write_text(config.to_json(indent=2, sort_keys=True) + "\n")
@@ -117,7 +133,7 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
   """The resolved config a run saved in its workdir."""
-  path = Path(workdir) / CONFIG_FILENAME
+  path = workdir_path(workdir) / CONFIG_FILENAME
   if not path.exists():
     raise FileNotFoundError(f"No {CONFIG_FILENAME} in {workdir}: is it a vae_jax training workdir?")
   return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax.checkpoint import Checkpointer
-from vae_jax.config import load_config
+from vae_jax.config import load_config, workdir_path
 from vae_jax.data.pipeline import Subset, build_dataset, load_source
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.models import build_model
@@ -49,7 +49,7 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
     ValueError: ``workdir`` holds another kind of run (a colouriser).
     CheckpointMismatchError: the checkpoint does not fit the saved config.
   """
-  workdir = Path(workdir)
+  workdir = workdir_path(workdir)
   config = load_config(workdir)
   if config.get("task", "vae") != "vae":
     raise ValueError(f"{workdir} holds a {config.task!r} run, not a VAE: point --workdir at a VAE's workdir.")

@@ -30,7 +30,7 @@ from tensorboardX import SummaryWriter
 
 from vae_jax import images, losses, parallel
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
-from vae_jax.config import load_config, save_config
+from vae_jax.config import load_config, save_config, workdir_path
 from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import (
     Dataset, DevicePrefetch, StackedBatches, build_dataset, load_images, train_iterator,
@@ -452,7 +452,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
     NonFiniteLossError: the loss became NaN/inf; the last good checkpoint stays.
     CheckpointMismatchError: the workdir belongs to a different model.
   """
-  workdir = Path(workdir)
+  workdir = workdir_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   _check_compatible(config, workdir)
   if jax.process_index() == 0:

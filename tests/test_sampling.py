@@ -7,12 +7,15 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 from PIL import Image
 
 from conftest import ROOT
 from vae_jax import images, sampling
+from vae_jax.checkpoint import Checkpointer
 from vae_jax.restore import image_subset, load_run
+from vae_jax.train import create_train_state
 
 H, W, C = 30, 30, 1  # faces_mlp:smoke images
 LATENT = 10
@@ -40,6 +43,20 @@ def test_load_run_without_checkpoint_says_what_to_do(trained, tmp_path):
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
   with pytest.raises(FileNotFoundError, match="train first"):
     load_run(tmp_path)
+
+
+def test_load_run_reads_parameters_whatever_the_optimiser_state(trained, tmp_path):
+  """A checkpoint whose optimiser state has another layout (an earlier version's) still samples."""
+  workdir, state, run, _ = trained
+  (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
+  other = create_train_state(run.model, optax.sgd(0.1), (H, W, C), jax.random.key(0)).replace(params=state.params)
+  ckpt = Checkpointer(tmp_path / "checkpoints")
+  ckpt.save(7, other)
+  ckpt.wait()
+  ckpt.close()
+  restored = load_run(tmp_path).params
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_load_run_from_a_url_says_to_use_a_filesystem_path():

@@ -58,10 +58,8 @@ class Checkpointer:
       CheckpointMismatchError: the saved arrays do not match ``state_like``'s
         tree or shapes (a checkpoint of another architecture).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
-    self._check_params_match(step, state_like)
+    step = self._step_to_restore(step)
+    self._check_params_match(step, state_like.params)
     abstract = jax.tree.map(_restore_target, state_like)
     items = {"state": ocp.args.StandardRestore(abstract)}
     if data_iterator is not None:
@@ -76,7 +74,40 @@ class Checkpointer:
       ) from None
     return restored["state"]
 
-  def _check_params_match(self, step: int, state_like: Any) -> None:
+  def restore_params(self, params_like: Any, step: int | None = None) -> Any:
+    """The parameters alone of checkpoint ``step`` (default: latest), in ``params_like``'s structure.
+
+    Sampling and evaluation need no optimiser state; reading the parameters
+    alone also opens a checkpoint whose optimiser state has another layout
+    (an earlier vae_jax's, or another ``opt`` config's).
+
+    Raises:
+      CheckpointMismatchError: the saved parameters' names or shapes differ from ``params_like``'s.
+    """
+    step = self._step_to_restore(step)
+    self._check_params_match(step, params_like)
+    abstract = {"params": jax.tree.map(_restore_target, params_like)}
+    # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree.
+    reader = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+    )
+    try:
+      args = ocp.args.PyTreeRestore(
+          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True
+      )
+      return reader.restore(step, args=ocp.args.Composite(state=args))["state"]["params"]
+    finally:
+      reader.close()
+
+  def _step_to_restore(self, step: int | None) -> int:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
+    return step
+
+  def _check_params_match(self, step: int, params_like: Any) -> None:
     """Compare parameter names and shapes from the checkpoint's metadata before reading arrays."""
     metadata = self.manager.item_metadata(step)["state"]
     saved = {
@@ -86,7 +117,7 @@ class Checkpointer:
     }
     wanted = {
         "params." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
-        for path, x in jax.tree_util.tree_leaves_with_path(state_like.params)
+        for path, x in jax.tree_util.tree_leaves_with_path(params_like)
     }
     if saved != wanted:
       differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))

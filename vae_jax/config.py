@@ -110,7 +110,7 @@ def with_preset(
 
 
 def workdir_path(workdir: str | Path) -> Path:
-  """``workdir`` as a filesystem path; a URL (``gs://…``, ``s3://…``) is refused with advice.
+  """``workdir`` as a filesystem path (``~`` expanded); a URL (``gs://…``, ``s3://…``) is refused with advice.
 
   A run writes its workdir with pathlib, PIL and a local TensorBoard writer,
   and ``Path("gs://b/x")`` silently becomes the local directory ``gs:/b/x``.
@@ -122,7 +122,7 @@ def workdir_path(workdir: str | Path) -> Path:
         f"--workdir {workdir} is a URL; vae_jax writes runs to a filesystem path. On several hosts, use a "
         "directory every host sees (NFS, or the bucket mounted with gcsfuse)."
     )
-  return Path(workdir)
+  return Path(workdir).expanduser()
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:

@@ -71,7 +71,7 @@ def restore_params(workdir: Path, make_state: Callable[[], Any], step: int | Non
     raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir}).")
   ckpt = Checkpointer(ckpt_dir)
   try:
-    return ckpt.restore(jax.eval_shape(make_state), step=step).params
+    return ckpt.restore_params(jax.eval_shape(make_state).params, step=step)
   finally:
     ckpt.close()
 

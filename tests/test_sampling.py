@@ -174,6 +174,16 @@ def test_each_kind_writes_the_same_png_for_the_same_seed(trained, kind, tmp_path
     assert not np.array_equal(a, np.asarray(Image.open(other)))
 
 
+def test_tilde_in_workdir_and_out_means_home(trained, tmp_path, monkeypatch):
+  workdir = trained[0]
+  monkeypatch.setenv("HOME", str(workdir.parent))
+  monkeypatch.chdir(tmp_path)  # a literal ./~ would appear here
+  default = sampling.write_samples(f"~/{workdir.name}", "prior", options=sampling.SampleOptions(n=2))
+  assert default == workdir / "samples" / "prior.png" and default.is_file()
+  assert sampling.write_samples(workdir, "prior", "~/out/prior.png") == workdir.parent / "out" / "prior.png"
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_kind_is_a_clear_error(trained):
   with pytest.raises(ValueError, match="Unknown sample kind"):
     sampling.write_samples(trained[0], "nope")

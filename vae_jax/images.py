@@ -50,8 +50,8 @@ def make_grid(
 
 
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
-  """Write a uint8 H×W×3 array as PNG, creating parent folders."""
-  path = Path(path)
+  """Write a uint8 H×W×3 array as PNG (``~`` expanded), creating parent folders."""
+  path = Path(path).expanduser()
   path.parent.mkdir(parents=True, exist_ok=True)
   Image.fromarray(picture).save(path)
   return path

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vae_jax import images, losses
+from vae_jax.config import workdir_path
 from vae_jax.data.pipeline import Subset, load_images
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.restore import Run, image_shape, image_subset, load_run
@@ -314,4 +315,4 @@ def write_samples(
     raise ValueError(f"Unknown sample kind {kind!r}; choose one of {sorted(KINDS)}.")
   run = load_run(workdir)
   grid = KINDS[kind](run, _Images(*image_subset(run.config, data, split)), options)
-  return images.save_png(grid, out or Path(workdir) / "samples" / f"{kind}.png")
+  return images.save_png(grid, out or workdir_path(workdir) / "samples" / f"{kind}.png")

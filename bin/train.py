@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a VAE or a colouriser: python bin/train.py --config configs/galaxy.py [--workdir DIR] [--config.train.steps=N].
 
-Re-running the same command resumes from the workdir's latest checkpoint.
+Re-running the same command resumes from the workdir's latest checkpoint; Ctrl-C saves one first.
 Any config field can be overridden with --config.GROUP.FIELD=VALUE.
 
 Every local device (GPUs, TPU cores, forced CPU devices) trains data-parallel.

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import kill_then_rerun, load_config
+from conftest import ROOT, kill_then_rerun, load_config
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from vae_jax.models import build_model
 from vae_jax.train import NonFiniteLossError, create_train_state, make_optimizer, train_and_evaluate
@@ -84,6 +88,35 @@ def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
   restored = Checkpointer(ckpts).restore(straight)
   assert int(restored.step) == steps
   _assert_same(restored, straight)
+
+
+def test_ctrl_c_saves_the_step_reached_and_the_rerun_ends_as_an_unbroken_run(tmp_path):
+  """SIGINT mid-run: a checkpoint of that step (off the ckpt_every schedule), a one-line message, exit 1."""
+  steps = 2000
+  overrides = [f"--config.train.steps={steps}", f"--config.train.ckpt_every={steps}",
+               f"--config.train.eval_every={steps}", "--config.train.log_every=10"]
+  workdir = tmp_path / "interrupted"
+  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+         f"--workdir={workdir}"] + overrides
+  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 180
+  while time.time() < deadline and proc.poll() is None and not (metrics.exists() and metrics.stat().st_size):
+    time.sleep(0.005)
+  proc.send_signal(signal.SIGINT)
+  stderr = proc.communicate(timeout=120)[1]
+  assert proc.returncode == 1, stderr[-2000:]
+  reached = Checkpointer(workdir / "checkpoints").latest_step()
+  assert reached is not None and 0 < reached < steps, stderr[-2000:]
+  assert f"Stopped by SIGINT at step {reached} of {steps}" in stderr and "Traceback" not in stderr
+
+  resumed = subprocess.run(cmd, capture_output=True, text=True)
+  assert resumed.returncode == 0 and f"Resumed from step {reached}" in resumed.stderr, resumed.stderr[-2000:]
+  config = load_config("faces_mlp")
+  config.train.steps = config.train.ckpt_every = config.train.eval_every = steps
+  config.train.log_every = 10
+  straight = train_and_evaluate(config, tmp_path / "straight")
+  _assert_same(Checkpointer(workdir / "checkpoints").restore(straight), straight)
 
 
 def test_other_architecture_in_workdir_is_a_clear_error(smoke_run):

@@ -12,10 +12,13 @@ from absl import flags
 from absl import logging as absl_logging
 
 from vae_jax.checkpoint import CheckpointMismatchError
-from vae_jax.train import NonFiniteLossError
+from vae_jax.train import NonFiniteLossError, TrainingInterrupted
 
 # Errors whose message already tells the user what to do: print it, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError, CheckpointMismatchError, NonFiniteLossError)
+USER_ERRORS = (
+    ValueError, FileNotFoundError, NotImplementedError, CheckpointMismatchError, NonFiniteLossError,
+    TrainingInterrupted,
+)
 
 
 def setup_logging() -> None:

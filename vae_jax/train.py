@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +48,41 @@ Metrics = dict[str, jax.Array]
 
 class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+  """SIGINT (Ctrl-C) or SIGTERM stopped training; a checkpoint of the step reached was saved."""
+
+
+class _StopSignals:
+  """Notes SIGINT/SIGTERM during training so that the loop can stop between two steps.
+
+  A signal may arrive anywhere, e.g. after the data iterator has handed out
+  a batch but before the step that uses it ran; acting on it only between
+  steps keeps the saved parameters and data position in step, so the
+  resumed run still ends with exactly the parameters of an unbroken one. A
+  second Ctrl-C interrupts at once. With several processes the signals are
+  left as they are: every process takes part in a save, and only one of
+  them may have been signalled.
+  """
+
+  def __init__(self):
+    self.received: str | None = None
+    self._previous = {}
+
+  def __enter__(self) -> "_StopSignals":
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return self
+
+  def _note(self, signum, frame) -> None:
+    del frame
+    self.received = signal.Signals(signum).name
+    signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 def split_root_key(seed: int) -> dict[str, jax.Array]:
@@ -451,6 +488,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   Raises:
     NonFiniteLossError: the loss became NaN/inf; the last good checkpoint stays.
     CheckpointMismatchError: the workdir belongs to a different model.
+    TrainingInterrupted: SIGINT/SIGTERM (one process); the step reached was saved first.
   """
   workdir = workdir_path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -516,32 +554,41 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
                   disable=jax.process_index() != 0)
   t_last, step_last, announced = time.perf_counter(), start, False
   try:
-    for step in range(start, total, per_dispatch):
-      state, metrics = task.train_step(state, next(data_iter), keys["train"])
-      done = step + per_dispatch
-      bar.update(per_dispatch)
-      if done % config.train.log_every == 0 or done == total:
-        values = check_finite(metrics, done)
-        now = time.perf_counter()
-        values["images_per_s"] = (done - step_last) * config.train.batch_size / (now - t_last)
-        t_last, step_last = now, done
-        run_log.scalars(done, "train", values)
-        bar.set_postfix(loss=f"{values['loss']:.4g}", psnr=f"{values['psnr_db']:.1f}",
-                        img_s=f"{values['images_per_s']:.0f}")
-        if not announced and done - start > config.train.log_every:
-          remaining = (total - done) * config.train.batch_size / values["images_per_s"]
-          log.info("%s: %.1f images/s; about %.1f min left for %d steps.",
-                       jax.devices()[0].platform, values["images_per_s"], remaining / 60, total - done)
-          announced = True
-      if done % config.train.eval_every == 0 or done == total:
-        run_eval(done)
-      if done % config.train.ckpt_every == 0 or done == total:
-        check_finite(metrics, done)
-        ckpt.save(done, state, data_iter)
-      if done % config.train.eval_every == 0 or done % config.train.ckpt_every == 0:
-        # Keep evaluation and saving out of the images/s figure.
-        jax.block_until_ready(state.params)
-        t_last, step_last = time.perf_counter(), done
+    with _StopSignals() as stop:
+      for step in range(start, total, per_dispatch):
+        state, metrics = task.train_step(state, next(data_iter), keys["train"])
+        done = step + per_dispatch
+        bar.update(per_dispatch)
+        if done % config.train.log_every == 0 or done == total:
+          values = check_finite(metrics, done)
+          now = time.perf_counter()
+          values["images_per_s"] = (done - step_last) * config.train.batch_size / (now - t_last)
+          t_last, step_last = now, done
+          run_log.scalars(done, "train", values)
+          bar.set_postfix(loss=f"{values['loss']:.4g}", psnr=f"{values['psnr_db']:.1f}",
+                          img_s=f"{values['images_per_s']:.0f}")
+          if not announced and done - start > config.train.log_every:
+            remaining = (total - done) * config.train.batch_size / values["images_per_s"]
+            log.info("%s: %.1f images/s; about %.1f min left for %d steps.",
+                     jax.devices()[0].platform, values["images_per_s"], remaining / 60, total - done)
+            announced = True
+        if done % config.train.eval_every == 0 or done == total:
+          run_eval(done)
+        if done % config.train.ckpt_every == 0 or done == total:
+          check_finite(metrics, done)
+          ckpt.save(done, state, data_iter)
+        if done % config.train.eval_every == 0 or done % config.train.ckpt_every == 0:
+          # Keep evaluation and saving out of the images/s figure.
+          jax.block_until_ready(state.params)
+          t_last, step_last = time.perf_counter(), done
+        if stop.received and done < total:
+          if done % config.train.ckpt_every:
+            check_finite(metrics, done)
+            ckpt.save(done, state, data_iter)
+          raise TrainingInterrupted(
+              f"Stopped by {stop.received} at step {done} of {total}; its checkpoint is in {ckpt.directory}. "
+              "Re-run the same command to resume."
+          )
   finally:
     bar.close()
     ckpt.wait()

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, kill_then_rerun, load_config
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
+from vae_jax.config import save_config
 from vae_jax.models import build_model
 from vae_jax.train import NonFiniteLossError, create_train_state, make_optimizer, train_and_evaluate
 
@@ -123,6 +124,16 @@ def test_other_architecture_in_workdir_is_a_clear_error(smoke_run):
   _, workdir, _ = smoke_run
   with pytest.raises(CheckpointMismatchError, match="different config.model"):
     train_and_evaluate(load_config("faces_conv"), workdir)
+
+
+def test_a_workdir_without_checkpoint_starts_again_with_another_config(tmp_path):
+  """A start that failed on a bad config value leaves config.json; the corrected command must not be refused."""
+  bad = load_config("faces_conv")
+  save_config(bad, tmp_path)
+  (tmp_path / "checkpoints").mkdir()
+  state = train_and_evaluate(load_config("faces_mlp"), tmp_path)
+  assert int(state.step) == 6
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == "mlp"
 
 
 def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):

@@ -21,6 +21,11 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint does not fit the model the config describes."""
 
 
+def has_checkpoint(directory: Path) -> bool:
+  """Whether ``directory`` holds at least one step directory (without opening a manager, which creates it)."""
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   """Shape, dtype and where to put it: ``leaf``'s own sharding, or this process's first device.
 

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from vae_jax.checkpoint import Checkpointer
+from vae_jax.checkpoint import Checkpointer, has_checkpoint
 from vae_jax.config import load_config, workdir_path
 from vae_jax.data.pipeline import Subset, build_dataset, load_source
 from vae_jax.data.preprocess import Preprocess
@@ -67,7 +67,7 @@ def restore_params(workdir: Path, make_state: Callable[[], Any], step: int | Non
   ``make_state`` is only traced (``jax.eval_shape``), never run.
   """
   ckpt_dir = workdir / "checkpoints"
-  if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+  if not has_checkpoint(ckpt_dir):
     raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir}).")
   ckpt = Checkpointer(ckpt_dir)
   try:

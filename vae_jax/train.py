@@ -31,7 +31,7 @@ from flax.training import train_state
 from tensorboardX import SummaryWriter
 
 from vae_jax import images, losses, parallel
-from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
+from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError, has_checkpoint
 from vae_jax.config import load_config, save_config, workdir_path
 from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import (
@@ -341,8 +341,13 @@ def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, ke
 
 
 def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  """Refuse to resume a workdir written with another task, model or image shape."""
-  if not (workdir / "config.json").exists():
+  """Refuse to resume a workdir whose checkpoints were written with another task, model or image shape.
+
+  A workdir without a checkpoint has nothing to resume (a start that failed,
+  e.g. on a bad config value, leaves only its config.json): it is started
+  again with the new config.
+  """
+  if not (workdir / "config.json").exists() or not has_checkpoint(workdir / "checkpoints"):
     return
   saved = load_config(workdir)
   if saved.get("task", "vae") != config.get("task", "vae"):

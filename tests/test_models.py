@@ -244,6 +244,13 @@ def test_unknown_model_name_raises():
     build_model(config.model, config.loss, _image_shape(config))
 
 
+def test_no_latent_dimension_is_a_clear_error():
+  config = load_config("faces_mlp", "smoke")
+  config.model.latent_dim = 0
+  with pytest.raises(ValueError, match="latent_dim must be at least 1"):
+    build_model(config.model, config.loss, _image_shape(config))
+
+
 def test_bernoulli_needs_logits():
   config = load_config("faces_mlp", "smoke")
   config.loss.likelihood = "bernoulli"

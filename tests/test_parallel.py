@@ -102,3 +102,5 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused():
   parallel.check_batch_size(12, 4)
   with pytest.raises(ValueError, match="multiple of 4"):
     parallel.check_batch_size(10, 4)
+  with pytest.raises(ValueError, match="at least 1"):
+    parallel.check_batch_size(0, 1)

@@ -66,6 +66,8 @@ def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
 def check_batch_size(batch_size: int, num_devices: int) -> None:
   """Raise unless the global batch splits evenly over ``num_devices`` (a mesh's ``devices.size``)."""
   n = num_devices
+  if batch_size < 1:
+    raise ValueError(f"config.train.batch_size must be at least 1; got {batch_size}.")
   if batch_size % n:
     raise ValueError(
         f"config.train.batch_size={batch_size} does not split over {n} devices; "

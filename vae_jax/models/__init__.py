@@ -73,6 +73,8 @@ def build_model(
   """Build the VAE named by ``model_cfg.name`` for images of ``image_shape`` (H, W, C)."""
   if model_cfg.name not in REGISTRY:
     raise ValueError(f"Unknown config.model.name {model_cfg.name!r}; choose one of {sorted(REGISTRY)}.")
+  if model_cfg.latent_dim < 1:
+    raise ValueError(f"config.model.latent_dim must be at least 1; got {model_cfg.latent_dim}.")
   if loss_cfg.likelihood == "bernoulli" and model_cfg.output_activation != "none":
     raise ValueError("The Bernoulli likelihood takes logits: set config.model.output_activation='none'.")
   encoder, decoder = REGISTRY[model_cfg.name](model_cfg, tuple(image_shape))

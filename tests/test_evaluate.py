@@ -99,3 +99,5 @@ def test_bad_arguments_are_clear_errors(workdir):
     evaluate_workdir(workdir, iw_samples=0)
   with pytest.raises(ValueError, match="split"):
     evaluate_workdir(workdir, split="test")
+  with pytest.raises(ValueError, match="max_images must be at least 1"):
+    evaluate_workdir(workdir, max_images=0)

@@ -184,6 +184,12 @@ def test_tilde_in_workdir_and_out_means_home(trained, tmp_path, monkeypatch):
   assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("bad", [{"n": 0}, {"n": -2}, {"temperature": -1.0}])
+def test_a_picture_of_no_size_or_negative_temperature_is_a_clear_error(bad):
+  with pytest.raises(ValueError, match="at least"):
+    sampling.SampleOptions(**bad)
+
+
 def test_unknown_kind_is_a_clear_error(trained):
   with pytest.raises(ValueError, match="Unknown sample kind"):
     sampling.write_samples(trained[0], "nope")

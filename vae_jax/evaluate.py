@@ -92,6 +92,8 @@ def evaluate_workdir(
   """
   if iw_samples < 1:
     raise ValueError(f"iw_samples must be at least 1; got {iw_samples}.")
+  if max_images is not None and max_images < 1:
+    raise ValueError(f"max_images must be at least 1; got {max_images}.")
   run = load_run(workdir)
   config = run.config
   subset, preprocess = image_subset(config, data, split)

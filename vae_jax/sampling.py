@@ -221,6 +221,12 @@ class SampleOptions:
   dims: tuple[int, int] | None = None
   colorizer: str | None = None
 
+  def __post_init__(self):
+    if self.n is not None and self.n < 1:
+      raise ValueError(f"The picture's size n must be at least 1; got {self.n}.")
+    if self.temperature < 0:
+      raise ValueError(f"The prior temperature is a standard deviation, at least 0; got {self.temperature}.")
+
 
 class _Images:
   """The images a picture draws from, loaded only as far as a kind needs them."""

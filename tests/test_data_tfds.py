@@ -116,6 +116,14 @@ def test_building_with_bad_arguments_says_what_to_do(tmp_path):
     build("anime_faces", tmp_path / "nowhere", tmp_path / "tfds")
   with pytest.raises(ValueError, match="unknown dataset"):
     build("cifar10", tmp_path, tmp_path / "tfds")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ValueError, match="is empty"):
+    build("image_folder", empty, tmp_path / "tfds", name="nothing")
+  (empty / "notes.txt").write_text("no pictures here")
+  (empty / "broken.png").write_bytes(b"not a png")
+  with pytest.raises(ValueError, match=r"No usable images.*broken.png"):
+    build("image_folder", empty, tmp_path / "tfds", name="nothing")
 
 
 def test_tensorflow_is_never_imported(tmp_path):

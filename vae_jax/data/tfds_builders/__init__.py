@@ -61,6 +61,8 @@ def build(
     kwargs["config"] = tfds.core.BuilderConfig(name=name, description=f"images of {manual_dir}")
   elif name:
     raise ValueError(f"{dataset} takes no name; it is read as tfds:{dataset}.")
+  if not any(manual_dir.iterdir()):  # TFDS's own check would stop with an AssertionError and a traceback
+    raise ValueError(f"manual_dir {manual_dir} is empty; point it at the downloaded images.")
   builder = module.Builder(data_dir=str(Path(data_dir).expanduser()), file_format="array_record", max_pixels=max_pixels, **kwargs)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
   out = Path(builder.data_dir)

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.sources import DEFAULT_MAX_PIXELS, ImageReadError, display_path, find_images, load_image
 
 _EXIF_ORIENTATION = 0x0112
@@ -80,6 +81,7 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     problems: list[tuple[str, str]] = []
     paths = find_images(root, problems)
     self.skipped[:] = problems
+    stored = 0
     for path in paths:
       relative = path.relative_to(root)
       try:
@@ -88,4 +90,8 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.skipped.append((display_path(path), error.reason))
         continue
       name = display_path(relative)
+      stored += 1
       yield name, {"image": data, "filename": name, **self.extra_values(relative)}
+    if not stored:  # TFDS itself would stop with "No examples were yielded" and a traceback
+      examples = "; ".join(f"{item}: {reason}" for item, reason in self.skipped[:3]) or "no image files found"
+      raise NoUsableImagesError(f"No usable images in {root} ({examples}); point manual_dir at a folder of images.")

@@ -136,11 +136,14 @@ def test_a_workdir_without_checkpoint_starts_again_with_another_config(tmp_path)
   assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == "mlp"
 
 
-def test_url_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+def test_a_url_or_a_file_as_workdir_is_refused_before_anything_is_written(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # pathlib would have made a local directory gs:/bucket/runs/x here
   with pytest.raises(ValueError, match="filesystem path"):
     train_and_evaluate(load_config("faces_mlp"), "gs://bucket/runs/x")
   assert list(tmp_path.iterdir()) == []
+  (tmp_path / "notes.txt").write_text("a file")
+  with pytest.raises(ValueError, match="is a file, not a directory"):
+    train_and_evaluate(load_config("faces_mlp"), tmp_path / "notes.txt")
 
 
 def test_checkpoint_of_other_shapes_is_a_clear_error(smoke_run):

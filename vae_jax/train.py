@@ -496,6 +496,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
     TrainingInterrupted: SIGINT/SIGTERM (one process); the step reached was saved first.
   """
   workdir = workdir_path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir {workdir} is a file, not a directory; choose another --workdir.")
   workdir.mkdir(parents=True, exist_ok=True)
   _check_compatible(config, workdir)
   if jax.process_index() == 0:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from vae_jax.cli import run_or_explain, setup_logging  # noqa: E402
+from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
 from vae_jax.data.sources import DEFAULT_MAX_PIXELS  # noqa: E402
 from vae_jax.data.tfds_builders import BUILDERS, build  # noqa: E402
 
@@ -37,4 +37,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["dataset", "manual_dir"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags_or_explain)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from vae_jax.cli import run_or_explain, setup_logging  # noqa: E402
+from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
 from vae_jax.sampling import KINDS, SampleOptions, write_samples  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (latest checkpoint).")
@@ -48,4 +48,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["workdir", "kind"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags_or_explain)

@@ -109,3 +109,11 @@ def test_several_processes_without_a_coordinator_is_a_one_line_error(tmp_path):
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
   assert "--coordinator_address" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "build_dataset.py"])
+def test_every_script_explains_a_missing_flag_in_one_line(tmp_path, script):
+  result = subprocess.run([sys.executable, str(ROOT / "bin" / script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.startswith("error: flag --") and "Run with --help" in result.stderr, result.stderr[-2000:]

@@ -7,6 +7,8 @@ batch says which images it holds.
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -106,3 +108,11 @@ def test_cached_images_are_not_preprocessed_twice(tmp_path):
   assert ds.source.preprocessed_with == ds.preprocess
   assert load_images(ds.val, ds.preprocess).shape == (len(ds.val_indices), 4, 4, 3)
   assert next(train_iterator(ds, 4, seed=0)).shape == (4, 4, 4, 3)
+
+
+def test_grain_workers_leave_ctrl_c_to_the_trainer():
+  """A terminal's Ctrl-C reaches the workers too; they ignore it while the trainer saves and stops."""
+  probe = ("import signal; from vae_jax.data.pipeline import _init_worker; _init_worker(0, 1); "
+           "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+  result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+  assert result.stdout.strip() == "True", result.stderr[-2000:]

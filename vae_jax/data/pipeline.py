@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -331,7 +332,7 @@ class BatchStream(grain.DatasetIterator):
         flags.FLAGS.mark_as_parsed()
       ds = ds.mp_prefetch(
           grain.MultiprocessingOptions(num_workers=self._worker_count, per_worker_buffer_size=2),
-          worker_init_fn=_exit_with_parent,
+          worker_init_fn=_init_worker,
       )
     return iter(ds)
 
@@ -364,13 +365,17 @@ class BatchStream(grain.DatasetIterator):
     super().close()
 
 
-def _exit_with_parent(worker_index: int, worker_count: int) -> None:
-  """In a grain worker: exit as soon as the training process is gone.
+def _init_worker(worker_index: int, worker_count: int) -> None:
+  """In a grain worker: leave Ctrl-C to the trainer, and exit as soon as the trainer is gone.
 
-  A trainer killed with SIGKILL cannot stop its workers, and grain's
-  workers, blocked on a full queue, would otherwise live on as orphans.
+  A terminal's Ctrl-C reaches every process of the group; the trainer
+  finishes its step and saves before it stops (``vae_jax.train.fit``), so a
+  worker interrupted meanwhile would only print a traceback. A trainer
+  killed with SIGKILL cannot stop its workers, and grain's workers, blocked
+  on a full queue, would otherwise live on as orphans.
   """
   del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   parent = os.getppid()
 
   def watch() -> None:

@@ -19,7 +19,8 @@ PSNR of the split's mean squared error (``pooled_psnr_db``).
 
 Prints one JSON line per run: config, workdir, psnr (the definition), target_psnr_db,
 reached_psnr_db (best held-out PSNR seen), seconds (to the target; null if
-not reached within the limit), and the step of that evaluation.
+not reached within the limit), and the step of that evaluation. Each run's
+own log (its progress bar and evaluations) is kept in WORKDIR/train.log.
 """
 
 from __future__ import annotations
@@ -119,10 +120,15 @@ def time_run(name: str, run: Run, root: Path, extra: list[str], psnr: str = "per
   else:
     target = float(run.target)
   workdir = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+  workdir.mkdir(parents=True)
+  log_path = workdir / "train.log"
   command = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / run.config}",
              f"--workdir={workdir}", *overrides]
   start = time.perf_counter()
-  proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  # The run's log (progress bar included) goes to a file: a pipe nobody reads until the end fills at
+  # 64 KiB, after a minute or two of progress bar, and then blocks the run.
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
   seconds, step_at, best = None, None, float("-inf")
   try:
     while time.perf_counter() - start < run.limit_s:
@@ -138,9 +144,9 @@ def time_run(name: str, run: Run, root: Path, extra: list[str], psnr: str = "per
   finally:
     if proc.poll() is None:
       proc.terminate()
-    _, stderr = proc.communicate()
+    proc.wait()
   if proc.returncode not in (0, None) and seconds is None and not val_psnrs(workdir / "metrics.jsonl"):
-    print(f"{name}: bin/train.py failed:\n{stderr[-3000:]}", file=sys.stderr)
+    print(f"{name}: bin/train.py failed ({log_path}):\n{log_path.read_text()[-3000:]}", file=sys.stderr)
   return {
       "run": name,
       "config": run.config,

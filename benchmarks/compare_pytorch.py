@@ -36,22 +36,32 @@ default threading and single-threaded (PyTorch ``set_num_threads(1)``; XLA
 better median counts: on a loaded machine threads that wait for each other
 can cost more than they compute (PyTorch's OpenMP threads especially).
 ``default_settings_ratio`` is the ratio with both at their defaults. FLOPs
-per image come from XLA's cost analysis of the compiled step (and PyTorch's
-``FlopCounterMode`` for its side), and the JAX step's GFLOP/s is compared
-with this machine's measured f32 matmul peak. The conv VAE's
+per image come from XLA's cost analysis of the step as lowered for the CPU
+(``flops.step_flops``; PyTorch's ``FlopCounterMode`` for its side), and
+the JAX step's GFLOP/s is compared with this machine's measured f32 matmul
+peak. The conv VAE's
 convolutions run as banded matmuls (``vae_jax.models.banded_conv``), whose
 FLOPs include the band's zeros: its count is the work the CPU does, about 3×
 the convolutions' own (5.5 against 1.75 MFLOP per image; PyTorch counts 1.6).
 
+On a GPU (JAX with CUDA, a CUDA build of torch) both sides run there in
+float32 with TF32 matmuls and convolutions, each framework's default for
+XLA and PyTorch's convolutions (PyTorch's matmuls are switched to TF32 to
+match); ``--batch_size=64 --models=galaxy,galaxy_k2`` gives the galaxy at
+the batch issue 5 asks for. JAX allocates GPU memory as it needs it here,
+not 75 % of it at start, so PyTorch in the same process gets its share.
+
   pip install torch==2.13.0   # a CPU build; a benchmark-only dependency
   python benchmarks/compare_pytorch.py [--models=mlp,conv,stacknn,galaxy] [--repeats=5]
   python benchmarks/compare_pytorch.py --models=galaxy,galaxy_k2 --galaxy_channels=8,16,32,64
+  python benchmarks/compare_pytorch.py --models=galaxy,galaxy_k2 --batch_size=64   # on a GPU
 
 Ends with one JSON line: {"mlp": {"jax_images_per_s": …, "torch_images_per_s": …, "ratio": …, …}, …}.
 """
 
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -61,6 +71,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU with PyTorch
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -68,7 +79,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from common import NO_AUGMENTATION, load_config  # noqa: E402
-from flops import compiled_flops, matmul_peak_gflops  # noqa: E402
+from flops import matmul_peak_gflops, step_flops  # noqa: E402
 from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
@@ -79,6 +90,9 @@ INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: 
 _MODELS = flags.DEFINE_list("models", ["mlp", "conv", "stacknn", "galaxy", "galaxy_k2"], "Which pairs to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating timing windows per side; the median is reported.")
 _WINDOW = flags.DEFINE_float("window_s", 2.0, "Approximate length of one timing window.")
+_BATCH = flags.DEFINE_integer(
+    "batch_size", 0, "One batch size for every pair (0: each config's); e.g. 64 for the galaxy on a GPU."
+)
 _GALAXY_CHANNELS = flags.DEFINE_list(
     "galaxy_channels", [], "A channel plan for both galaxy pairs (both sides), e.g. 8,16,32,64; default: the config's."
 )
@@ -200,7 +214,7 @@ def torch_vae_step(torch, model, config, x01):
 def torch_colorizer_step(torch, model, config, rgb01):
   """The seed's colouriser loss (colour MSE + luminance MSE) on noisy grey input; Adam."""
   opt = torch.optim.Adam(model.parameters(), lr=config.opt.learning_rate)
-  luma = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+  luma = torch.tensor(LUMA_WEIGHTS, device=rgb01.device).view(1, 3, 1, 1)
   grey = (rgb01 * luma).sum(1, keepdim=True)
 
   def step():
@@ -215,24 +229,26 @@ def torch_colorizer_step(torch, model, config, rgb01):
   return step
 
 
-def build_torch(torch, name: str, config, images_uint8: np.ndarray) -> Callable:
+def build_torch(torch, name: str, config, images_uint8: np.ndarray, device: str) -> Callable:
+  """The seed model's train step for pair ``name`` on ``device`` ("cpu" or "cuda"), on a fixed batch."""
   SeedMLP, SeedConv, SeedFCN, StackNN = torch_models(torch)
-  x01 = torch.from_numpy(images_uint8.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+  x01 = torch.from_numpy(images_uint8.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous().to(device)
   size, z = config.data.image_size, config.model.get("latent_dim", 0)
   if name == "mlp":
-    return torch_vae_step(torch, SeedMLP(size * size * config.data.channels, z), config, x01)
-  if name == "conv":
-    return torch_vae_step(torch, SeedConv(z), config, x01)
-  if name in ("galaxy", "galaxy_k2"):
-    if name == "galaxy":
-      fcn = SeedFCN(size, tuple(config.model.channels), z, kernel=4)
-    else:
-      fcn = SeedFCN(size, tuple(config.model.channels), z, kernel=2,
+    model, make_step = SeedMLP(size * size * config.data.channels, z), torch_vae_step
+  elif name == "conv":
+    model, make_step = SeedConv(z), torch_vae_step
+  elif name == "galaxy":
+    model, make_step = SeedFCN(size, tuple(config.model.channels), z, kernel=4), torch_vae_step
+  elif name == "galaxy_k2":
+    model = SeedFCN(size, tuple(config.model.channels), z, kernel=2,
                     up_neighbourhoods=tuple(config.model.get("up_neighbourhoods", ())))
-    return torch_vae_step(torch, fcn, config, x01)
-  if name == "stacknn":
-    return torch_colorizer_step(torch, StackNN(size), config, x01)
-  raise ValueError(name)
+    make_step = torch_vae_step
+  elif name == "stacknn":
+    model, make_step = StackNN(size), torch_colorizer_step
+  else:
+    raise ValueError(name)
+  return make_step(torch, model.to(device), config, x01)
 
 
 # --- JAX: the library's own steps ----------------------------------------------------------------------
@@ -240,7 +256,8 @@ def build_torch(torch, name: str, config, images_uint8: np.ndarray) -> Callable:
 
 # XLA's CPU options per variant: its default (Eigen's multi-threaded kernels) and single-threaded kernels,
 # the JAX counterpart of timing PyTorch at 1 thread (on a loaded machine threads can wait more than work).
-JAX_VARIANTS = {"default": {}, "single_thread": {"xla_cpu_multi_thread_eigen": False}}
+# An accelerator has its default alone.
+CPU_JAX_VARIANTS = {"default": {}, "single_thread": {"xla_cpu_multi_thread_eigen": False}}
 
 
 def build_jax(name: str, config, images_uint8: np.ndarray):
@@ -265,13 +282,14 @@ def build_jax(name: str, config, images_uint8: np.ndarray):
     make_step, extra = (lambda cfg: make_train_step(model, cfg)), ()
   one_step = config.copy_and_resolve_references()
   one_step.train.steps_per_dispatch = 1
-  flops = compiled_flops(make_step(one_step), state, jax.device_put(images_uint8), key, *extra)
+  flops = step_flops(make_step(one_step), state, jax.device_put(images_uint8), key, *extra)
   k = steps_per_dispatch(config.train)
   step = make_step(config)
   args = (jax.device_put(np.stack([images_uint8] * k) if k > 1 else images_uint8), key, *extra)
   lowered = step.lower(state, *args)
   runs = {}
-  for variant, options in JAX_VARIANTS.items():
+  variants = CPU_JAX_VARIANTS if jax.default_backend() == "cpu" else {"default": {}}
+  for variant, options in variants.items():
     compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
     holder = {"state": jax.tree.map(jnp.copy, state)}  # each variant donates its own copy
 
@@ -308,10 +326,12 @@ def steps_for_window(run: Callable, block: Callable, window_s: float) -> int:
   return max(2, int(window_s / max(probe / 2, 1e-6)))
 
 
-def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float) -> dict:
+def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float, device: str) -> dict:
   config = load_config(*PAIRS[name])
   if name.startswith("galaxy") and _GALAXY_CHANNELS.value:
     config.model.channels = tuple(int(c) for c in _GALAXY_CHANNELS.value)
+  if _BATCH.value:
+    config.train.batch_size = _BATCH.value
   batch = config.train.batch_size
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   images_uint8 = np.random.default_rng(0).integers(0, 256, (batch,) + shape, dtype=np.uint8)
@@ -320,7 +340,7 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float)
   jax_runs, jax_flops = build_jax(name, config, images_uint8)
   jax.block_until_ready(jax_runs["default"]())
   compile_s = time.perf_counter() - t0
-  torch_step = build_torch(torch, name, config, images_uint8)
+  torch_step = build_torch(torch, name, config, images_uint8, device)
   t_flops = torch_flops(torch, torch_step)
 
   def torch_at(threads):
@@ -330,11 +350,13 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float)
     return run
 
   default_threads = torch.get_num_threads()
-  # side -> variant -> step thunk; PyTorch on CPU is synchronous, so blocking is a no-op for it.
-  sides = {
-      "jax": (jax_runs, jax.block_until_ready),
-      "torch": ({f"{n}_threads": torch_at(n) for n in range(1, default_threads + 1)}, lambda out: out),
-  }
+  # side -> variant -> step thunk; PyTorch on CPU is synchronous, so blocking is a no-op for it there.
+  if device == "cpu":
+    torch_side = ({f"{n}_threads": torch_at(n) for n in range(1, default_threads + 1)}, lambda out: out)
+    torch_default = f"{default_threads}_threads"
+  else:
+    torch_side, torch_default = ({device: torch_step}, lambda out: torch.cuda.synchronize()), device
+  sides = {"jax": (jax_runs, jax.block_until_ready), "torch": torch_side}
   steps = {(side, v): steps_for_window(run, block, window_s) for side, (runs, block) in sides.items()
            for v, run in runs.items()}
   images_per_call = {"jax": steps_per_dispatch(config.train) * batch, "torch": batch}
@@ -363,7 +385,7 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float)
       "jax_compile_s": round(compile_s, 1),
       "jax_best": best["jax"],
       "torch_best": best["torch"],
-      "default_settings_ratio": round(median["jax", "default"] / median["torch", f"{default_threads}_threads"], 2),
+      "default_settings_ratio": round(median["jax", "default"] / median["torch", torch_default], 2),
       "window_images_per_s": {f"{side}/{v}": [round(r, 1) for r in rs] for (side, v), rs in rates.items()},
   }
   print(f"{name:9s} jax {jax_ips:9.1f} img/s ({jax_gflops:6.1f} GFLOP/s, {result['jax_fraction_of_matmul_peak']:.0%} "
@@ -384,11 +406,21 @@ def main(argv):
   # galaxy_k2's 2×2 convolutions with padding="same" make PyTorch pad a copy of the input and say so once;
   # that copy is part of its step, as XLA's padding is of vae_jax's.
   warnings.filterwarnings("ignore", message="Using padding='same' with even kernel lengths")
+  if jax.default_backend() == "cpu":
+    device = "cpu"
+  elif torch.cuda.is_available():
+    device = "cuda"
+    # XLA's f32 dots and convolutions on a GPU run as TF32 by default; PyTorch's convolutions do, its matmuls too now.
+    torch.set_float32_matmul_precision("high")
+  else:
+    print(f"JAX runs on {jax.default_backend()} but this PyTorch has no CUDA: install a CUDA build of torch, "
+          "or compare on the CPU with JAX_PLATFORMS=cpu.")
+    return 1
   peak = matmul_peak_gflops()
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)), "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
-        f"measured f32 matmul peak (2048² jnp.dot): {peak:.1f} GFLOP/s", flush=True)
-  results = {name: compare(torch, name, _REPEATS.value, _WINDOW.value, peak) for name in _MODELS.value}
+        f"torch {torch.__version__} on {device}" + (f" with {torch.get_num_threads()} threads" if device == "cpu" else "")
+        + f"; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s", flush=True)
+  results = {name: compare(torch, name, _REPEATS.value, _WINDOW.value, peak, device) for name in _MODELS.value}
   peak_after = matmul_peak_gflops()
   if peak_after > peak:  # a busy machine lowers the measured peak: keep the higher, rescale the fractions
     for r in results.values():

@@ -38,10 +38,15 @@ figure meaningful. Experiments:
   bf16 steps measured slower: BENCHMARKS.md).
 
 Each variant's images/s come with its GFLOP/s (XLA's cost analysis of the
-compiled step) and the fraction of this device's f32 and bf16 matmul peaks
-that is. ``--batch_size`` changes the ``--config`` experiments' batch: on a
-GPU, ``--experiment=bf16 --config=galaxy --batch_size=64`` gives the galaxy
+step as lowered for the CPU, the same count on every device) and the
+fraction of this device's f32 and bf16 matmul peaks that is.
+``--batch_size`` changes the ``--config`` experiments' batch: on a GPU,
+``--experiment=bf16 --config=galaxy --batch_size=64`` gives the galaxy
 figures issue 5 asks for (images/s at batch 64, fraction of the bf16 peak).
+The steps here run with XLA's default GPU kernels, as with
+``config.train.deterministic=False``; what bin/train.py's default
+bit-reproducible ones cost: ``--experiment=xla
+--options=xla_gpu_deterministic_ops=true``.
 
   python benchmarks/step_variants.py --experiment=conv_layout
   python benchmarks/step_variants.py --experiment=fcn_einsum
@@ -51,6 +56,8 @@ figures issue 5 asks for (images/s at batch 64, fraction of the bf16 peak).
   python benchmarks/step_variants.py --experiment=channels
   python benchmarks/step_variants.py --experiment=scan --config=faces_mlp --per_dispatch=10
   python benchmarks/step_variants.py --experiment=bf16 --config=galaxy [--batch_size=64]
+  python benchmarks/step_variants.py --experiment=xla --config=galaxy --batch_size=64 \\
+      --options=xla_gpu_deterministic_ops=true   # on a GPU: what bit-reproducible kernels cost
   python benchmarks/step_variants.py --experiment=optimizer --config=faces_mlp
   python benchmarks/step_variants.py --experiment=augment --config=faces_mlp
 """
@@ -75,7 +82,7 @@ from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
 from common import NO_AUGMENTATION, load_config  # noqa: E402
-from flops import executable_flops, matmul_peak_gflops  # noqa: E402
+from flops import matmul_peak_gflops, step_flops  # noqa: E402
 from vae_jax.models.banded_conv import banded_conv  # noqa: E402
 from vae_jax.models.conv import ConvDecoder, ConvEncoder  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
@@ -224,7 +231,9 @@ def _step_for(
   batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))
   key = jax.random.key(1)
-  compiled = make_train_step(model, config).lower(state, x, key).compile(compiler_options=options)
+  step = make_train_step(model, config)
+  compiled = step.lower(state, x, key).compile(compiler_options=options)
+  flops_per_image = step_flops(step, state, x, key) / config.train.batch_size
   holder = {"state": state}
 
   def run():
@@ -233,7 +242,7 @@ def _step_for(
 
   jax.block_until_ready(run())
   # XLA counts a scan's body once, so this is one step's work whatever steps_per_dispatch is.
-  return run, k * config.train.batch_size, executable_flops(compiled) / config.train.batch_size
+  return run, k * config.train.batch_size, flops_per_image
 
 
 def _config(overrides: dict | None = None):
@@ -315,7 +324,8 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:
     name, value = spec.split("=", 1)
-    out[spec] = _step_for(config, {name: {"true": True, "false": False}.get(value, value)})
+    value = {"true": True, "false": False}.get(value, int(value) if value.lstrip("-").isdigit() else value)
+    out[spec] = _step_for(config, {name: value})
   return out
 
 
@@ -333,10 +343,8 @@ def main(argv):
       start = time.perf_counter()
       jax.block_until_ready([run() for _ in range(steps[name])][-1])
       rates[name].append(steps[name] * images / (time.perf_counter() - start))
-  # This device's matmul peaks (large square products; 8192² where 2048² would not fill an accelerator).
-  n = 2048 if jax.default_backend() == "cpu" else 8192
-  peaks = {"f32": matmul_peak_gflops(n), "bf16": matmul_peak_gflops(n, dtype=jnp.bfloat16)}
-  print(f"{jax.devices()[0].device_kind}: matmul peak {peaks['f32']:.0f} GFLOP/s f32, {peaks['bf16']:.0f} bf16 ({n}²)")
+  peaks = {"f32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=jnp.bfloat16)}
+  print(f"{jax.devices()[0].device_kind}: matmul peak {peaks['f32']:.0f} GFLOP/s f32, {peaks['bf16']:.0f} bf16")
   result = {}
   for name, r in rates.items():
     ips = statistics.median(r)

@@ -18,7 +18,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from vae_jax.cli import default_workdir, parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
-from vae_jax.parallel import initialize_distributed  # noqa: E402
+from vae_jax.parallel import initialize_distributed, request_deterministic_gpu_kernels  # noqa: E402
 from vae_jax.tasks import train  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,6 +39,7 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
 
   def run():
+    request_deterministic_gpu_kernels(_CONFIG.value.train.get("deterministic", True))
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
     return train(_CONFIG.value, workdir)
 

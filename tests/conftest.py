@@ -5,9 +5,23 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
+from vae_jax.parallel import request_deterministic_gpu_kernels
+
+# Before JAX starts its backend: the resume tests that train in this process need on a GPU what
+# bin/train.py asks for (the others run bin/train.py itself).
+request_deterministic_gpu_kernels()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Equivalence tests compare two formulations of one float32 computation at float32 tolerances; a GPU's
+# default float32 matmuls and convolutions round their inputs to TF32 (10-bit mantissa); CPUs compute
+# float32 as it is.
+if jax.default_backend() != "cpu":
+  jax.config.update("jax_default_matmul_precision", "highest")
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

@@ -138,7 +138,8 @@ def test_ssim_of_identical_images_is_one_and_of_constant_images_by_hand():
   a, b = 0.3, 0.5  # flat images: no variance, so SSIM is the luminance term alone
   flat_a, flat_b = np.full((1, 12, 12, 1), a), np.full((1, 12, 12, 1), b)
   c1 = 0.01**2
-  np.testing.assert_allclose(metrics.ssim(flat_a, flat_b), (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-5)
+  # The windowed variances are E[x²] − E[x]² ≈ 0.09 − 0.09: float32 rounding leaves ~1e-8 against c2 = 9e-4.
+  np.testing.assert_allclose(metrics.ssim(flat_a, flat_b), (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-4)
 
 
 def test_ssim_refuses_images_smaller_than_the_window():

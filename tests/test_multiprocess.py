@@ -86,16 +86,19 @@ def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_glo
 
   config = load_config("faces_mlp")
   dataset = build_dataset(config)
-  keys = split_root_key(config.seed)
   model = build_model(config.model, config.loss, dataset.image_shape)
-  state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"])
-  step = make_train_step(model, config)
-  streams = [train_iterator(dataset, config.train.batch_size, config.seed, shard=(i, NUM_PROCESSES))
-             for i in range(NUM_PROCESSES)]
-  for _ in range(config.train.steps):
-    state, _ = step(state, np.concatenate([next(s) for s in streams]), keys["train"])
-  for stream in streams:
-    stream.close()
+  # On a CPU like the two processes (JAX_PLATFORMS=cpu), also where the default backend is a GPU with TF32 matmuls.
+  with jax.default_device(jax.devices("cpu")[0]):
+    keys = split_root_key(config.seed)
+    state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape,
+                               keys["init"])
+    step = make_train_step(model, config)
+    streams = [train_iterator(dataset, config.train.batch_size, config.seed, shard=(i, NUM_PROCESSES))
+               for i in range(NUM_PROCESSES)]
+    for _ in range(config.train.steps):
+      state, _ = step(state, np.concatenate([next(s) for s in streams]), keys["train"])
+    for stream in streams:
+      stream.close()
 
   replayed = jax.tree.leaves(state.params)
   for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), replayed, strict=True):

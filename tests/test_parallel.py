@@ -22,7 +22,10 @@ STEPS = 4
 
 
 def losses_on(num_devices: int, workdir: str | None = None) -> dict:
-  """Losses of STEPS train steps of the galaxy smoke model on a mesh of ``num_devices`` devices.
+  """Losses of STEPS train steps of the galaxy smoke model on a mesh of ``num_devices`` CPU devices.
+
+  CPU devices also where the default backend is a GPU, whose TF32 matmuls
+  would differ from the forced CPU devices' float32 by more than 1e-5.
 
   With ``workdir``, also runs ``train_and_evaluate`` on the faces MLP smoke
   preset there (the whole loop: sharded batches, evaluation, checkpoints),
@@ -31,7 +34,7 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
   config = load_config("galaxy", "smoke")
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = build_model(config.model, config.loss, shape)
-  mesh = parallel.make_mesh(jax.devices()[:num_devices])
+  mesh = parallel.make_mesh(jax.devices("cpu")[:num_devices])
   state = create_train_state(model, make_optimizer(config.opt, STEPS), shape, jax.random.key(0))
   state = parallel.replicate(state, mesh)
   step = make_train_step(model, config)
@@ -95,6 +98,21 @@ def test_train_and_evaluate_runs_on_four_devices(four_devices):
 
 def test_a_colorizer_on_a_vae_trains_on_four_devices(four_devices):
   assert four_devices["colorizer_steps"] == load_config("colorizer", "smoke").train.steps
+
+
+def test_deterministic_gpu_kernels_are_asked_for_in_xla_flags_unless_declined_or_set(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  parallel.request_deterministic_gpu_kernels(enabled=False)  # config.train.deterministic=False
+  assert "XLA_FLAGS" not in os.environ
+  parallel.request_deterministic_gpu_kernels()
+  assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  parallel.request_deterministic_gpu_kernels()
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
+  user_choice = "--xla_gpu_deterministic_ops=false"
+  monkeypatch.setenv("XLA_FLAGS", user_choice)
+  parallel.request_deterministic_gpu_kernels()
+  assert os.environ["XLA_FLAGS"] == user_choice
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused():

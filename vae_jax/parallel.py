@@ -24,6 +24,7 @@ and orbax writes checkpoints with every process taking part.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -31,6 +32,27 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+
+
+DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def request_deterministic_gpu_kernels(enabled: bool = True) -> None:
+  """Ask XLA for bit-reproducible GPU kernels (in ``XLA_FLAGS``); call before JAX starts its backend.
+
+  ``bin/train.py`` does, unless ``config.train.deterministic`` is False.
+  Measured on an H100: with XLA's default GPU kernels a killed and resumed
+  run ended with other parameters than an unbroken one (the resume tests
+  failed); with this flag they all passed, and the galaxy step lost 30 % of
+  its speed (BENCHMARKS.md). The same option given to the train step alone
+  (``jax.jit(..., compiler_options=...)``) slowed it as much but did not
+  make the runs match, so it is set for the whole process. A flag for
+  ``xla_gpu_deterministic_ops`` already in ``XLA_FLAGS`` is left as it is;
+  CPUs ignore it.
+  """
+  current = os.environ.get("XLA_FLAGS", "")
+  if enabled and "xla_gpu_deterministic_ops" not in current:
+    os.environ["XLA_FLAGS"] = f"{current} {DETERMINISTIC_GPU_FLAG}".strip()
 
 
 def initialize_distributed(

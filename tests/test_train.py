@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -52,8 +54,37 @@ def test_run_writes_outputs(smoke_run):
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   from PIL import Image
 
-  recon = np.asarray(Image.open(workdir / "samples" / "training" / "recon.png"))
+  recon_png = workdir / "samples" / "training" / "recon.png"
+  recon = np.asarray(Image.open(recon_png))
   assert recon.ndim == 3 and recon.shape[0] > 30 * 4  # upscaled tiles
+  assert recon_png.read_bytes() == (workdir / "samples" / "training" / "recon_000006.png").read_bytes()
+
+
+def _tensorboard_images(event_file: Path) -> dict[tuple[str, int], bytes]:
+  """{(tag, step): encoded image} from a TensorBoard event file (TFRecord framing: length, CRC, Event, CRC)."""
+  from tensorboardX.proto.event_pb2 import Event
+
+  data, out, at = event_file.read_bytes(), {}, 0
+  while at < len(data):
+    (length,) = struct.unpack("<Q", data[at : at + 8])
+    event = Event.FromString(data[at + 12 : at + 12 + length])
+    at += 12 + length + 4
+    for value in event.summary.value:
+      if value.HasField("image"):
+        out[value.tag, event.step] = value.image.encoded_image_string
+  return out
+
+
+def test_training_grids_are_encoded_once_at_zlibs_fastest_level(smoke_run):
+  """TensorBoard holds the very PNG written to samples/ (not a second encoding), compressed at level 1."""
+  _, workdir, _ = smoke_run
+  [event_file] = (workdir / "tensorboard").glob("events.out.tfevents.*")
+  logged = _tensorboard_images(event_file)
+  assert sorted(logged) == [("prior", 3), ("prior", 6), ("recon", 3), ("recon", 6)]
+  for (name, step), png in logged.items():
+    assert png == (workdir / "samples" / "training" / f"{name}_{step:06d}.png").read_bytes()
+    idat = png.index(b"IDAT")
+    assert png[idat + 4 : idat + 6] == b"\x78\x01"  # zlib header: FLEVEL 0, the fastest compression
 
 
 def test_rerun_resumes_and_continues(smoke_run, tmp_path):

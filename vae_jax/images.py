@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -49,9 +50,21 @@ def make_grid(
   return grid
 
 
+def encode_png(picture: np.ndarray, fast: bool = False) -> bytes:
+  """A uint8 H×W×3 array as PNG bytes.
+
+  ``fast`` uses zlib's fastest level, for pictures written at every
+  evaluation: a 1034×2066 grid of galaxies takes 0.14 s and 2.6 MB instead
+  of 0.55 s and 2.2 MB at the default level.
+  """
+  out = io.BytesIO()
+  Image.fromarray(picture).save(out, format="PNG", compress_level=1 if fast else 6)
+  return out.getvalue()
+
+
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
   """Write a uint8 H×W×3 array as PNG (``~`` expanded), creating parent folders."""
   path = Path(path).expanduser()
   path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(picture).save(path)
+  path.write_bytes(encode_png(picture))
   return path

@@ -115,6 +115,20 @@ def test_deterministic_gpu_kernels_are_asked_for_in_xla_flags_unless_declined_or
   assert os.environ["XLA_FLAGS"] == user_choice
 
 
+def test_a_gpu_run_without_deterministic_kernels_is_warned_about(monkeypatch, caplog):
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  with caplog.at_level("WARNING", logger="vae_jax"):
+    parallel.warn_unless_deterministic_gpu_kernels(enabled=False)
+    assert not caplog.records
+    parallel.warn_unless_deterministic_gpu_kernels()
+    assert "request_deterministic_gpu_kernels" in caplog.text
+    caplog.clear()
+    parallel.request_deterministic_gpu_kernels()
+    parallel.warn_unless_deterministic_gpu_kernels()
+    assert not caplog.records
+
+
 def test_a_batch_that_does_not_split_over_the_devices_is_refused():
   parallel.check_batch_size(7, 1)  # one device takes any batch
   parallel.check_batch_size(12, 4)

@@ -24,6 +24,7 @@ and orbax writes checkpoints with every process taking part.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -32,6 +33,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
+
+log = logging.getLogger(__name__)
 
 
 DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
@@ -53,6 +56,20 @@ def request_deterministic_gpu_kernels(enabled: bool = True) -> None:
   current = os.environ.get("XLA_FLAGS", "")
   if enabled and "xla_gpu_deterministic_ops" not in current:
     os.environ["XLA_FLAGS"] = f"{current} {DETERMINISTIC_GPU_FLAG}".strip()
+
+
+def warn_unless_deterministic_gpu_kernels(enabled: bool = True) -> None:
+  """Warn when a run on a GPU meant to be reproducible started without ``request_deterministic_gpu_kernels``.
+
+  The case of ``vae_jax.train.train_and_evaluate`` called from a user's own
+  Python: only ``bin/train.py`` sets the flag itself.
+  """
+  if enabled and jax.default_backend() == "gpu" and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+    log.warning(
+        "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an unbroken one "
+        "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches JAX (bin/train.py "
+        "does), or set --config.train.deterministic=False to accept that."
+    )
 
 
 def initialize_distributed(

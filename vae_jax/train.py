@@ -511,6 +511,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
 
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh.devices.size)
+  parallel.warn_unless_deterministic_gpu_kernels(config.train.get("deterministic", True))
   _check_steps_per_dispatch(config.train)
   dataset: Dataset = build_dataset(config, workdir)
   keys = split_root_key(config.seed)

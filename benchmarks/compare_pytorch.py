@@ -417,9 +417,10 @@ def main(argv):
           "or compare on the CPU with JAX_PLATFORMS=cpu.")
     return 1
   peak = matmul_peak_gflops()
+  threads = f" with {torch.get_num_threads()} threads" if device == "cpu" else ""
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)), "
-        f"torch {torch.__version__} on {device}" + (f" with {torch.get_num_threads()} threads" if device == "cpu" else "")
-        + f"; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s", flush=True)
+        f"torch {torch.__version__} on {device}{threads}; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s",
+        flush=True)
   results = {name: compare(torch, name, _REPEATS.value, _WINDOW.value, peak, device) for name in _MODELS.value}
   peak_after = matmul_peak_gflops()
   if peak_after > peak:  # a busy machine lowers the measured peak: keep the higher, rescale the fractions

@@ -64,7 +64,8 @@ def warn_unless_deterministic_gpu_kernels(enabled: bool = True) -> None:
   The case of ``vae_jax.train.train_and_evaluate`` called from a user's own
   Python: only ``bin/train.py`` sets the flag itself.
   """
-  if enabled and jax.default_backend() == "gpu" and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+  requested = "xla_gpu_deterministic_ops" in os.environ.get("XLA_FLAGS", "")
+  if enabled and jax.default_backend() == "gpu" and not requested:
     log.warning(
         "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an unbroken one "
         "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches JAX (bin/train.py "

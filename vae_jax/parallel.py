@@ -53,9 +53,13 @@ def request_deterministic_gpu_kernels(enabled: bool = True) -> None:
   ``xla_gpu_deterministic_ops`` already in ``XLA_FLAGS`` is left as it is;
   CPUs ignore it.
   """
-  current = os.environ.get("XLA_FLAGS", "")
-  if enabled and "xla_gpu_deterministic_ops" not in current:
-    os.environ["XLA_FLAGS"] = f"{current} {DETERMINISTIC_GPU_FLAG}".strip()
+  if enabled and not _deterministic_ops_flag_set():
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {DETERMINISTIC_GPU_FLAG}".strip()
+
+
+def _deterministic_ops_flag_set() -> bool:
+  """Whether ``XLA_FLAGS`` says anything about ``xla_gpu_deterministic_ops`` (ours, or the user's choice)."""
+  return "xla_gpu_deterministic_ops" in os.environ.get("XLA_FLAGS", "")
 
 
 def warn_unless_deterministic_gpu_kernels(enabled: bool = True) -> None:
@@ -64,8 +68,7 @@ def warn_unless_deterministic_gpu_kernels(enabled: bool = True) -> None:
   The case of ``vae_jax.train.train_and_evaluate`` called from a user's own
   Python: only ``bin/train.py`` sets the flag itself.
   """
-  requested = "xla_gpu_deterministic_ops" in os.environ.get("XLA_FLAGS", "")
-  if enabled and jax.default_backend() == "gpu" and not requested:
+  if enabled and jax.default_backend() == "gpu" and not _deterministic_ops_flag_set():
     log.warning(
         "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an unbroken one "
         "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches JAX (bin/train.py "

@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from flops import device_name  # noqa: E402
 from vae_jax import images  # noqa: E402
 from vae_jax.cli import setup_logging  # noqa: E402
 from vae_jax.colorize import colorizer_task  # noqa: E402
@@ -130,7 +132,7 @@ def main(argv):
           f"training time conv's held-out colour PSNR is {conv['val_psnr_db'] - stack['val_psnr_db']:+.2f} dB "
           f"against stacknn's best (learning rate {stack['learning_rate']:g}).")
   print(json.dumps({"source": base.data.source, "batch_size": base.train.batch_size,
-                    "device": jax.devices()[0].device_kind, "results": results}))
+                    "device": device_name(), "results": results}))
 
 
 if __name__ == "__main__":

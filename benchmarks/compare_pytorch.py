@@ -79,7 +79,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from common import NO_AUGMENTATION, load_config  # noqa: E402
-from flops import matmul_peak_gflops, step_flops  # noqa: E402
+from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
 from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
@@ -418,7 +418,7 @@ def main(argv):
     return 1
   peak = matmul_peak_gflops()
   threads = f" with {torch.get_num_threads()} threads" if device == "cpu" else ""
-  print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)), "
+  print(f"jax {jax.__version__} on {device_name()} ({len(jax.devices())} device(s)), "
         f"torch {torch.__version__} on {device}{threads}; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s",
         flush=True)
   results = {name: compare(torch, name, _REPEATS.value, _WINDOW.value, peak, device) for name in _MODELS.value}
@@ -428,6 +428,7 @@ def main(argv):
       r["jax_fraction_of_matmul_peak"] = round(r["jax_fraction_of_matmul_peak"] * peak / peak_after, 3)
   print(f"matmul peak measured again at the end: {peak_after:.1f} GFLOP/s; fractions use the higher of the two.")
   results["matmul_peak_gflop_per_s"] = round(max(peak, peak_after), 1)
+  results["device"] = device_name()
   print(json.dumps(results))
   return 0
 

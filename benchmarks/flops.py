@@ -1,4 +1,4 @@
-"""FLOPs of a JAX function (XLA's cost analysis) and this machine's measured matmul peak.
+"""FLOPs of a JAX function (XLA's cost analysis), this machine's measured matmul peak, and what the machine is.
 
 Used by the speed benchmarks to say how much of the hardware a train step
 uses: ``GFLOP/s = flops per step × steps per second``, and the fraction of
@@ -7,12 +7,42 @@ what XLA's own large matmul reaches on the same device.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+
+# CPU features that decide which kernels XLA and PyTorch pick: AMX runs bf16 matmuls several times faster
+# than AVX-512's bf16 dot products. "2-core CPU" machines here have been both Intel with AMX and AMD without.
+_CPU_FEATURES = ("avx512f", "avx512_bf16", "amx_bf16")
+
+
+def device_name() -> str:
+  """The default device in words: on a CPU its model, core count and matmul-relevant features.
+
+  The project's "2-core CPU" machines have been Intel (with AMX) and AMD
+  (without), and the same benchmark's figures differ between them by tens
+  of percent (BENCHMARKS.md), so each benchmark says which it measured.
+  """
+  if jax.default_backend() != "cpu":
+    return jax.devices()[0].device_kind
+  model, flags = "unknown CPU", set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown CPU":
+          model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+  except OSError:  # not Linux
+    pass
+  features = " ".join(f for f in _CPU_FEATURES if f in flags) or "no AVX-512"
+  return f"{model}, {os.cpu_count()} cores, {features}"
 
 
 def step_flops(fn: Callable, *args) -> float:

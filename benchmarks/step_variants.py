@@ -33,9 +33,9 @@ figure meaningful. Experiments:
   AdamW) vs the same step with plain SGD: what the optimiser's passes over
   the parameters cost, i.e. how fast the step could be with a free optimiser.
 * ``bf16``: the library's step for ``--config`` with float32 activations vs
-  ``config.train.compute_dtype="bfloat16"`` (on this AMX CPU XLA's bf16 dots
-  with float32 results are several times faster than f32 ones, but whole
-  bf16 steps measured slower: BENCHMARKS.md).
+  ``config.train.compute_dtype="bfloat16"`` (on CPUs with AMX or AVX-512
+  bf16, XLA's bf16 dots with float32 results are faster than f32 ones, but
+  whole bf16 steps measured slower: BENCHMARKS.md).
 
 Each variant's images/s come with its GFLOP/s (XLA's cost analysis of the
 step as lowered for the CPU, the same count on every device) and the
@@ -82,7 +82,7 @@ from absl import app, flags  # noqa: E402
 
 import vae_jax.models as models  # noqa: E402
 from common import NO_AUGMENTATION, load_config  # noqa: E402
-from flops import matmul_peak_gflops, step_flops  # noqa: E402
+from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
 from vae_jax.models.banded_conv import banded_conv  # noqa: E402
 from vae_jax.models.conv import ConvDecoder, ConvEncoder  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
@@ -344,7 +344,7 @@ def main(argv):
       jax.block_until_ready([run() for _ in range(steps[name])][-1])
       rates[name].append(steps[name] * images / (time.perf_counter() - start))
   peaks = {"f32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=jnp.bfloat16)}
-  print(f"{jax.devices()[0].device_kind}: matmul peak {peaks['f32']:.0f} GFLOP/s f32, {peaks['bf16']:.0f} bf16")
+  print(f"{device_name()}: matmul peak {peaks['f32']:.0f} GFLOP/s f32, {peaks['bf16']:.0f} bf16")
   result = {}
   for name, r in rates.items():
     ips = statistics.median(r)
@@ -354,7 +354,7 @@ def main(argv):
                     "windows": [round(v, 1) for v in r]}
     print(f"{name:45s} {ips:10.1f} img/s  {gflops:7.1f} GFLOP/s ({gflops / peaks['f32']:.0%} of the f32 peak, "
           f"{gflops / peaks['bf16']:.0%} of bf16)  windows {result[name]['windows']}")
-  print(json.dumps({"experiment": _EXPERIMENT.value, "device": jax.devices()[0].device_kind,
+  print(json.dumps({"experiment": _EXPERIMENT.value, "device": device_name(),
                     "matmul_peak_gflop_per_s": {d: round(p, 1) for d, p in peaks.items()}, **result}))
 
 

@@ -19,6 +19,7 @@ from vae_jax.tasks import train
 from vae_jax.train import create_train_state, make_optimizer, make_train_step, train_and_evaluate
 
 STEPS = 4
+UNATTENDED_STEPS = 150
 
 
 def losses_on(num_devices: int, workdir: str | None = None) -> dict:
@@ -29,7 +30,9 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
 
   With ``workdir``, also runs ``train_and_evaluate`` on the faces MLP smoke
   preset there (the whole loop: sharded batches, evaluation, checkpoints),
-  then the colouriser smoke preset on that VAE's reconstructions.
+  then the colouriser smoke preset on that VAE's reconstructions, then the
+  seed-sized MLP for 150 steps that read no result before the last, so that
+  the host runs far ahead of the devices.
   """
   config = load_config("galaxy", "smoke")
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
@@ -57,6 +60,11 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
     colorizer = load_config("colorizer", "smoke")
     colorizer.colorizer.vae_workdir = workdir
     result["colorizer_steps"] = int(train(colorizer, Path(workdir) / "colorizer").step)
+    unattended = load_config("faces_mlp", "smoke")
+    unattended.model.encoder_hidden, unattended.model.decoder_hidden = (512, 96, 25), (25, 96, 512)
+    for cadence in ("steps", "log_every", "eval_every", "ckpt_every"):
+      unattended.train[cadence] = UNATTENDED_STEPS
+    result["unattended_fit_steps"] = int(train_and_evaluate(unattended, Path(workdir) / "unattended").step)
   return result
 
 
@@ -98,6 +106,12 @@ def test_train_and_evaluate_runs_on_four_devices(four_devices):
 
 def test_a_colorizer_on_a_vae_trains_on_four_devices(four_devices):
   assert four_devices["colorizer_steps"] == load_config("colorizer", "smoke").train.steps
+
+
+def test_four_devices_survive_many_steps_dispatched_ahead(four_devices):
+  # With more than 32 steps pending on 4 CPU devices, XLA's CPU client deadlocks in the gradient's
+  # collective and aborts the process (parallel.dispatch_window); the fixture's process would fail.
+  assert four_devices["unattended_fit_steps"] == UNATTENDED_STEPS
 
 
 def test_deterministic_gpu_kernels_are_asked_for_in_xla_flags_unless_declined_or_set(monkeypatch):

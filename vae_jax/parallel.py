@@ -24,6 +24,7 @@ and orbax writes checkpoints with every process taking part.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from typing import Any
@@ -121,6 +122,41 @@ def check_batch_size(batch_size: int, num_devices: int) -> None:
 def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
   """The batch axis (leading, or second for k stacked batches) split over ``data``; other axes whole."""
   return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS))
+
+
+class DispatchWindow:
+  """At most ``size`` dispatched programs pending (None: no limit); beyond that the host waits for the oldest.
+
+  JAX dispatches asynchronously, so a loop of train steps runs ahead of the
+  devices until something reads a result (fit reads metrics every
+  ``log_every`` steps). Build it with ``dispatch_window(mesh)``.
+  """
+
+  def __init__(self, size: int | None):
+    self._size = size
+    self._pending: collections.deque = collections.deque()
+
+  def add(self, result: Any) -> None:
+    """Record one dispatched program's output (any pytree of arrays); wait for the oldest beyond ``size``."""
+    if self._size is None:
+      return
+    self._pending.append(result)
+    if len(self._pending) > self._size:
+      jax.block_until_ready(self._pending.popleft())
+
+
+def dispatch_window(mesh: Mesh) -> DispatchWindow:
+  """16 steps ahead at most where a process drives several CPU devices; unlimited elsewhere.
+
+  XLA's CPU client admits 32 pending executions per device. With several CPU
+  devices in one process (``XLA_FLAGS=--xla_force_host_platform_device_count=N``)
+  going past that deadlocks the train step's collective, and XLA aborts the
+  run after 40 s: seen with 2 and 4 forced devices and ``configs/faces_mlp.py``
+  (~140 steps in) every time 64 or more steps could be pending, never with 32
+  or fewer. Elsewhere the host is left to run ahead as far as JAX lets it.
+  """
+  several_cpus = len(mesh.local_devices) > 1 and mesh.local_devices[0].platform == "cpu"
+  return DispatchWindow(16 if several_cpus else None)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

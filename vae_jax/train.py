@@ -567,10 +567,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   bar = tqdm.tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
                   disable=jax.process_index() != 0)
   t_last, step_last, announced = time.perf_counter(), start, False
+  window = parallel.dispatch_window(mesh)
   try:
     with _StopSignals() as stop:
       for step in range(start, total, per_dispatch):
         state, metrics = task.train_step(state, next(data_iter), keys["train"])
+        window.add(metrics)
         done = step + per_dispatch
         bar.update(per_dispatch)
         if done % config.train.log_every == 0 or done == total:

@@ -109,8 +109,8 @@ def test_a_colorizer_on_a_vae_trains_on_four_devices(four_devices):
 
 
 def test_four_devices_survive_many_steps_dispatched_ahead(four_devices):
-  # With more than 32 steps pending on 4 CPU devices, XLA's CPU client deadlocks in the gradient's
-  # collective and aborts the process (parallel.dispatch_window); the fixture's process would fail.
+  # With many more steps pending than XLA's CPU client admits per device (32), 4 CPU devices deadlock in
+  # the gradient's collective and XLA aborts the process (parallel.dispatch_window): the fixture would fail.
   assert four_devices["unattended_fit_steps"] == UNATTENDED_STEPS
 
 

@@ -27,8 +27,6 @@ import numpy as np
 import optax
 import tqdm
 from flax.training import train_state
-from tensorboardX import SummaryWriter
-from tensorboardX.proto.summary_pb2 import Summary
 
 from vae_jax import images, losses, parallel
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError, has_checkpoint
@@ -385,6 +383,10 @@ class _RunLog:
   def __init__(self, workdir: Path):
     self.enabled = jax.process_index() == 0
     if self.enabled:
+      # Imported here, not with the module: tensorboardX imports PyTorch when it is installed (~2 s), which
+      # bin/sample.py and bin/evaluate.py, importing this module but writing no logs, need not pay.
+      from tensorboardX import SummaryWriter
+
       self.jsonl = open(workdir / "metrics.jsonl", "a")
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
@@ -408,6 +410,8 @@ class _RunLog:
       png = images.encode_png(grid, fast=True)
       for path in (samples_dir / f"{name}_{step:06d}.png", samples_dir / f"{name}.png"):
         path.write_bytes(png)
+      from tensorboardX.proto.summary_pb2 import Summary
+
       image = Summary.Image(height=grid.shape[0], width=grid.shape[1], colorspace=grid.shape[2],
                             encoded_image_string=png)
       self.tb.file_writer.add_summary(Summary(value=[Summary.Value(tag=name, image=image)]), step)

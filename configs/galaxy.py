@@ -49,6 +49,10 @@ def get_config(arg=None):
 
   c.train.steps = 2400
   c.train.batch_size = 16
+  # Judged by a moving average of the parameters: at this learning rate the held-out PSNR of the latest
+  # parameters jumps by up to 0.2 dB from one evaluation to the next; the average's rises smoothly and reaches
+  # 27 dB on Galaxy Zoo ~200 steps sooner, training unchanged (BENCHMARKS.md).
+  c.train.ema_decay = 0.99
   c.train.log_every = 25
   c.train.eval_every = 250
   c.train.ckpt_every = 250

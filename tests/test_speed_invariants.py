@@ -16,18 +16,20 @@ from vae_jax.train import create_train_state, make_optimizer, make_train_step
 STEPS = 6
 
 
-def _setup(name: str, compute_dtype: str = "float32"):
+def _setup(name: str, compute_dtype: str = "float32", ema_decay: float = 0.0):
   config = load_config(name, "smoke")
   config.train.compute_dtype = compute_dtype
+  config.train.ema_decay = ema_decay
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = build_model(config.model, config.loss, shape)
   tx = make_optimizer(config.opt, STEPS)
-  state = create_train_state(model, tx, shape, jax.random.key(0))
+  state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=ema_decay > 0)
   batches = np.random.default_rng(0).integers(0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8)
   return config, model, tx, state, batches
 
 
-def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # without and with a moving average of the parameters
+def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, monkeypatch, ema_decay):
   traces = []
   augment = train_module.augment
 
@@ -36,7 +38,7 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, 
     return augment(*args, **kwargs)
 
   monkeypatch.setattr(train_module, "augment", counting_augment)
-  config, model, tx, state, batches = _setup("faces_mlp")
+  config, model, tx, state, batches = _setup("faces_mlp", ema_decay=ema_decay)
   step = make_train_step(model, config)
   key = jax.random.key(1)
   for batch in batches[: STEPS // 2]:
@@ -45,7 +47,7 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, 
   ckpt.save(STEPS // 2, state)
   ckpt.wait()
   # Restored into a fresh state of the same model and optimiser, as ``fit`` does on resume.
-  state = ckpt.restore(create_train_state(model, tx, batches.shape[2:], jax.random.key(5)))
+  state = ckpt.restore(create_train_state(model, tx, batches.shape[2:], jax.random.key(5), keep_ema=ema_decay > 0))
   ckpt.close()
   assert int(state.step) == STEPS // 2
   for batch in batches[STEPS // 2 :]:

@@ -79,19 +79,21 @@ class Checkpointer:
       ) from None
     return restored["state"]
 
-  def restore_params(self, params_like: Any, step: int | None = None) -> Any:
+  def restore_params(self, params_like: Any, step: int | None = None, field: str = "params") -> Any:
     """The parameters alone of checkpoint ``step`` (default: latest), in ``params_like``'s structure.
 
     Sampling and evaluation need no optimiser state; reading the parameters
     alone also opens a checkpoint whose optimiser state has another layout
-    (an earlier vae_jax's, or another ``opt`` config's).
+    (an earlier vae_jax's, or another ``opt`` config's). ``field`` names
+    the state's field to read: ``params``, or ``ema_params`` for their
+    moving average.
 
     Raises:
       CheckpointMismatchError: the saved parameters' names or shapes differ from ``params_like``'s.
     """
     step = self._step_to_restore(step)
-    self._check_params_match(step, params_like)
-    abstract = {"params": jax.tree.map(_restore_target, params_like)}
+    self._check_params_match(step, params_like, field)
+    abstract = {field: jax.tree.map(_restore_target, params_like)}
     # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree.
     reader = ocp.CheckpointManager(
         self.directory,
@@ -102,7 +104,7 @@ class Checkpointer:
       args = ocp.args.PyTreeRestore(
           item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True
       )
-      return reader.restore(step, args=ocp.args.Composite(state=args))["state"]["params"]
+      return reader.restore(step, args=ocp.args.Composite(state=args))["state"][field]
     finally:
       reader.close()
 
@@ -112,16 +114,16 @@ class Checkpointer:
       raise FileNotFoundError(f"No checkpoint under {self.directory}.")
     return step
 
-  def _check_params_match(self, step: int, params_like: Any) -> None:
-    """Compare parameter names and shapes from the checkpoint's metadata before reading arrays."""
+  def _check_params_match(self, step: int, params_like: Any, field: str = "params") -> None:
+    """Compare the names and shapes of the state's ``field`` in the checkpoint's metadata before reading arrays."""
     metadata = self.manager.item_metadata(step)["state"]
     saved = {
         leaf.name: tuple(leaf.shape)
         for leaf in jax.tree.leaves(metadata, is_leaf=lambda x: hasattr(x, "shape"))
-        if leaf.name.startswith("params.")
+        if leaf.name.startswith(field + ".")
     }
     wanted = {
-        "params." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
+        field + "." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
         for path, x in jax.tree_util.tree_leaves_with_path(params_like)
     }
     if saved != wanted:

@@ -76,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.max_eval_images = 2000
   c.train.num_grid_images = 16
   c.train.steps_per_dispatch = 1  # >1: that many steps per jitted call (lax.scan); must divide the *_every
+  # >0: keep a moving average of the parameters with this decay; evaluation, pictures and sampling use it.
+  c.train.ema_decay = 0.0
   c.train.compute_dtype = "float32"  # float32 | bfloat16 (bf16 activations; float32 parameters and loss)
   c.train.deterministic = True  # bin/train.py on a GPU: bit-reproducible kernels (exact resume), ~30 % slower
   return c

@@ -20,7 +20,7 @@ from vae_jax.data.pipeline import Subset, build_dataset, load_source
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.models import build_model
 from vae_jax.models.vae import VAE
-from vae_jax.train import create_train_state, make_optimizer
+from vae_jax.train import create_train_state, ema_decay, make_optimizer
 
 SPLITS = ("train", "val")
 
@@ -41,6 +41,9 @@ def image_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, int, int]:
 def load_run(workdir: str | Path, step: int | None = None) -> Run:
   """Restore the parameters of ``workdir``'s latest checkpoint (or ``step``) with its saved config.
 
+  A run that kept a moving average of its parameters (``config.train.ema_decay``)
+  is judged by it, so the average is what comes back.
+
   Only the shapes of a train state are built (``jax.eval_shape``), so no
   initialisation is computed just to be overwritten.
 
@@ -57,21 +60,25 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
   model = build_model(config.model, config.loss, shape)
   tx = make_optimizer(config.opt, config.train.steps)
   params = restore_params(workdir, lambda: create_train_state(model, tx, shape, jax.random.key(0)), step,
-                          "python bin/train.py --config ... --workdir")
+                          "python bin/train.py --config ... --workdir",
+                          field="ema_params" if ema_decay(config.train) > 0 else "params")
   return Run(config, model, params)
 
 
-def restore_params(workdir: Path, make_state: Callable[[], Any], step: int | None, train_command: str) -> Any:
-  """Parameters of ``workdir``'s checkpoint ``step`` (default: latest) into the structure ``make_state`` builds.
+def restore_params(
+    workdir: Path, make_state: Callable[[], Any], step: int | None, train_command: str, field: str = "params"
+) -> Any:
+  """The train state's ``field`` (parameters, or their moving average) from ``workdir``'s checkpoint ``step``.
 
-  ``make_state`` is only traced (``jax.eval_shape``), never run.
+  ``step`` None is the latest. ``make_state`` is only traced
+  (``jax.eval_shape``), never run: its ``params`` give the structure.
   """
   ckpt_dir = workdir / "checkpoints"
   if not has_checkpoint(ckpt_dir):
     raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir}).")
   ckpt = Checkpointer(ckpt_dir)
   try:
-    return ckpt.restore_params(jax.eval_shape(make_state).params, step=step)
+    return ckpt.restore_params(jax.eval_shape(make_state).params, step=step, field=field)
   finally:
     ckpt.close()
 

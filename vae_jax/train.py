@@ -40,8 +40,43 @@ from vae_jax.models.vae import PRIOR_PARAMS
 
 log = logging.getLogger(__name__)
 
-TrainState = train_state.TrainState
 Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Flax's train state with ``ema_params``: a moving average of the parameters, or None (no average kept).
+
+  Held-out evaluation, the training grids, sampling and the colouriser's
+  VAE inputs use the average when there is one (``params_to_evaluate``);
+  training itself only ever reads ``params``, so keeping an average leaves
+  the training trajectory as it is.
+  """
+
+  ema_params: Any = None
+
+
+def params_to_evaluate(state: TrainState) -> Any:
+  """The parameters a run is judged by: the moving average if the run keeps one, else the latest."""
+  return state.params if state.ema_params is None else state.ema_params
+
+
+def ema_decay(train_cfg: ml_collections.ConfigDict) -> float:
+  """``config.train.ema_decay`` (0, no average, for configs saved before it existed)."""
+  decay = train_cfg.get("ema_decay", 0.0)
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"config.train.ema_decay={decay} must be in [0, 1): 0 keeps no average, 0.99 a typical one.")
+  return decay
+
+
+def update_ema(ema_params: Any, params: Any, step: jax.Array, decay: float) -> Any:
+  """One step of the parameters' exponential moving average, ``ema ← d·ema + (1 − d)·params``.
+
+  ``d = min(decay, (1 + step) / (10 + step))``: early on, when the
+  parameters move fastest, the average follows them closely instead of
+  dragging the initial values along for ~1/(1 − decay) steps.
+  """
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -121,15 +156,19 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> opta
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, ...], key: jax.Array
+    model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, ...], key: jax.Array,
+    keep_ema: bool = False,
 ) -> TrainState:
-  """Initialise parameters (jitted, so init costs one compile, not eager op-by-op)."""
+  """Initialise parameters (jitted, so init costs one compile, not eager op-by-op).
+
+  With ``keep_ema`` the state also holds a moving average of the parameters, starting at them.
+  """
 
   @jax.jit
   def init(key):
     dummy = jnp.zeros((1,) + tuple(image_shape), jnp.uint8)
     params = model.init(key, dummy, jax.random.key(0))["params"]
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params if keep_ema else None)
     # A strongly typed step: a restored checkpoint's step is int32, not weak, and a weak one here
     # would make the train step compile a second time after a restore.
     return state.replace(step=jnp.zeros((), jnp.int32))
@@ -196,6 +235,9 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
   With ``config.train.steps_per_dispatch`` k > 1 it takes k stacked batches
   and runs k steps (``jit_steps``).
 
+  A state that keeps a moving average of the parameters (``create_train_state(keep_ema=True)``) has it
+  updated after every step with ``config.train.ema_decay`` (``update_ema``).
+
   ``config.train.compute_dtype="bfloat16"`` runs the model's activations in
   bf16 (parameters cast inside the step) while parameters, gradients, the
   optimiser and the loss stay float32. Called with a state replicated over a
@@ -203,6 +245,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
   same program runs data-parallel: XLA adds the gradient all-reduce.
   """
   loss_cfg = config.loss
+  decay = ema_decay(config.train)
   dtype = compute_dtype(config.train)
   if dtype != jnp.float32:
     model = model.clone(compute_dtype=dtype)
@@ -229,7 +272,10 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
     x_uint8 = augment(x_uint8, augment_key, config.data)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, x_uint8, z_key, state.step)
     metrics["grad_norm"] = optax.tree.norm(grads)
-    return state.apply_gradients(grads=grads), metrics
+    new_state = state.apply_gradients(grads=grads)
+    if state.ema_params is not None:
+      new_state = new_state.replace(ema_params=update_ema(state.ema_params, new_state.params, state.step, decay))
+    return new_state, metrics
 
   return jit_steps(step, steps_per_dispatch(config.train))
 
@@ -339,7 +385,9 @@ def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, ke
 
 
 def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  """Refuse to resume a workdir whose checkpoints were written with another task, model or image shape.
+  """Refuse to resume a workdir whose checkpoints were written with another task, model, image shape or averaging.
+
+  Averaging: a moving average of the parameters kept then but not now, or the reverse.
 
   A workdir without a checkpoint has nothing to resume (a start that failed,
   e.g. on a bad config value, leaves only its config.json): it is started
@@ -352,6 +400,12 @@ def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
     raise CheckpointMismatchError(
         f"{workdir} holds a {saved.get('task', 'vae')!r} run, not a {config.get('task', 'vae')!r} one. "
         "Choose a new --workdir."
+    )
+  if (ema_decay(saved.train) > 0) != (ema_decay(config.train) > 0):
+    raise CheckpointMismatchError(
+        f"{workdir} holds a run {'with' if ema_decay(saved.train) > 0 else 'without'} a moving average of the "
+        f"parameters (config.train.ema_decay={ema_decay(saved.train)}); resume it with the same setting, "
+        "or choose a new --workdir."
     )
   for group, keys in (("model", None), ("data", ("image_size", "channels")), ("loss", ("likelihood",))):
     old, new = json.loads(saved[group].to_json()), json.loads(config[group].to_json())
@@ -454,7 +508,8 @@ def vae_task(
 ) -> Task:
   """The VAE's model, ELBO step, evaluation and reconstruction/prior grids."""
   model = build_model(config.model, config.loss, dataset.image_shape)
-  state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"])
+  state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"],
+                             keep_ema=ema_decay(config.train) > 0)
   eval_step = make_eval_step(model, config)
   grid_images = val_images[: config.train.num_grid_images]
   picture_fn = make_picture_fn(model, config.loss.likelihood, num_prior=max(16, len(grid_images)))
@@ -552,10 +607,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
 
   def run_eval(step: int) -> None:
     if len(val_images):
-      result = task.evaluate(state.params)
+      params = params_to_evaluate(state)
+      result = task.evaluate(params)
       run_log.scalars(step, "val", result)
-      log.info("step %d val: %s", step, task.summary(result))
-      run_log.pictures(step, task.pictures(state.params), workdir / "samples" / "training")
+      log.info("step %d val%s: %s", step, " (moving average)" if state.ema_params is not None else "",
+               task.summary(result))
+      run_log.pictures(step, task.pictures(params), workdir / "samples" / "training")
 
   def check_finite(metrics: Metrics, step: int) -> dict:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}

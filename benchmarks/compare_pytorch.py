@@ -83,7 +83,9 @@ from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
 from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
-from vae_jax.train import create_train_state, make_optimizer, make_train_step, steps_per_dispatch  # noqa: E402
+from vae_jax.train import (  # noqa: E402
+    create_train_state, ema_decay, make_optimizer, make_train_step, steps_per_dispatch,
+)
 
 INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
 
@@ -278,7 +280,7 @@ def build_jax(name: str, config, images_uint8: np.ndarray):
     make_step, extra = (lambda cfg: make_colorizer_step(model, cfg, GreyInput())), (None,)
   else:
     model = build_model(config.model, config.loss, shape)
-    state = create_train_state(model, tx, shape, jax.random.key(0))
+    state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=ema_decay(config.train) > 0)
     make_step, extra = (lambda cfg: make_train_step(model, cfg)), ()
   one_step = config.copy_and_resolve_references()
   one_step.train.steps_per_dispatch = 1

@@ -457,6 +457,8 @@ class _RunLog:
   def pictures(self, step: int, grids: dict[str, np.ndarray], samples_dir: Path) -> None:
     if not self.enabled:
       return
+    from tensorboardX.proto.summary_pb2 import Summary  # with SummaryWriter, see __init__
+
     samples_dir.mkdir(parents=True, exist_ok=True)
     for name, grid in grids.items():
       # Encoded once, at zlib's fastest level, for both files and TensorBoard: a 256×256 model's grids
@@ -464,8 +466,6 @@ class _RunLog:
       png = images.encode_png(grid, fast=True)
       for path in (samples_dir / f"{name}_{step:06d}.png", samples_dir / f"{name}.png"):
         path.write_bytes(png)
-      from tensorboardX.proto.summary_pb2 import Summary
-
       image = Summary.Image(height=grid.shape[0], width=grid.shape[1], colorspace=grid.shape[2],
                             encoded_image_string=png)
       self.tb.file_writer.add_summary(Summary(value=[Summary.Value(tag=name, image=image)]), step)

@@ -94,19 +94,13 @@ class Checkpointer:
     step = self._step_to_restore(step)
     self._check_params_match(step, params_like, field)
     abstract = {field: jax.tree.map(_restore_target, params_like)}
-    # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree.
-    reader = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
-        item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+    # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree. A plain
+    # checkpointer on the step's directory opens nothing else (a second manager would log read-only warnings).
+    args = ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True
     )
-    try:
-      args = ocp.args.PyTreeRestore(
-          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True
-      )
-      return reader.restore(step, args=ocp.args.Composite(state=args))["state"][field]
-    finally:
-      reader.close()
+    with ocp.PyTreeCheckpointer() as reader:
+      return reader.restore(self.directory / str(step) / "state", args=args)[field]
 
   def _step_to_restore(self, step: int | None) -> int:
     step = self.latest_step() if step is None else step

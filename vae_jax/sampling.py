@@ -259,7 +259,9 @@ def _interp(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:
   if not pairs:
     raise ValueError("Interpolation needs at least two images.")
   tiles = interp_tiles(run, x[:pairs], x[pairs : 2 * pairs], opts.spherical)
-  return picture(tiles, caption=f"{'spherical' if opts.spherical else 'linear'} interpolation, {INTERIOR_POINTS} points")
+  return picture(tiles, caption=(
+      f"input, reconstruction, {INTERIOR_POINTS} points of {'spherical' if opts.spherical else 'linear'} "
+      "interpolation, reconstruction, input"))
 
 
 def _traverse(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:

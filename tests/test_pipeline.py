@@ -128,9 +128,11 @@ def test_get_state_set_state_resumes_the_exact_stream(dataset):
     np.testing.assert_array_equal(x, y)
 
 
-def test_batch_larger_than_the_training_split_raises(dataset):
-  with pytest.raises(ValueError, match="batch_size=41"):
+def test_batch_larger_than_the_training_split_raises_suggesting_one_that_fits(dataset):
+  with pytest.raises(ValueError, match="batch_size=41 is larger than the 40 training images") as error:
     train_iterator(dataset, 41, seed=0)
+  suggested = int(str(error.value).rsplit("--config.train.batch_size=", 1)[1].rstrip("."))
+  assert next(iter(train_iterator(dataset, suggested, seed=0))).shape[0] == suggested
 
 
 # --- Eager loading (evaluation sets, picture grids) ----------------------------------------------

@@ -299,7 +299,8 @@ def train_iterator(
   local_batch = batch_size // count
   if local_batch > len(local):
     raise ValueError(
-        f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} training images."
+        f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} training images; "
+        f"pass a smaller one, e.g. --config.train.batch_size={max(count, len(local) // 2 * count)}."
     )
   batches = grain.MapDataset.source(ShuffledBatches(local, local_batch, seed)).map(_Read(dataset.source))
   transform = _transform(dataset.source, dataset.preprocess)

@@ -80,7 +80,7 @@ from absl import app, flags  # noqa: E402
 
 from common import NO_AUGMENTATION, load_config  # noqa: E402
 from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
-from vae_jax.colorize import GreyInput, create_colorizer_state, grey_from_rgb, make_colorizer_step  # noqa: E402
+from vae_jax.colorize import GreyInput, create_colorizer_state, make_colorizer_step  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
 from vae_jax.train import (  # noqa: E402

@@ -56,7 +56,7 @@ RUNS = {
          "--config.train.ckpt_every=100000"),
         "pca:10", 60.0),
     "faces_best": Run(
-        "configs/faces_mlp.py",
+        "configs/faces_mlp.py:many_faces",
         (f"--config.data.source=folder:{DATA / 'anime_faces_96' / 'faces'}", "--config.train.eval_every=1000",
          "--config.train.ckpt_every=1000"),
         "17.5", 600.0),

@@ -63,6 +63,24 @@ def test_smoke_model_maps_its_images_to_their_shape(name):
   assert out["mean"].shape == (x.shape[0], config.model.latent_dim)
 
 
+def _leaves(config, prefix=""):
+  """Every setting of a config as {"group.field": value}."""
+  out = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      out.update(_leaves(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def test_many_faces_preset_changes_only_the_weight_decay():
+  default, many = _leaves(load_config("faces_mlp", None)), _leaves(load_config("faces_mlp", "many_faces"))
+  assert default.keys() == many.keys()
+  assert {k for k in default if default[k] != many[k]} == {"opt.weight_decay"}
+  assert many["opt.weight_decay"] < default["opt.weight_decay"]
+
+
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_unknown_preset_raises(name):
   with pytest.raises(ValueError, match="smok"):

@@ -84,7 +84,7 @@ from vae_jax.colorize import GreyInput, create_colorizer_state, make_colorizer_s
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
 from vae_jax.train import (  # noqa: E402
-    create_train_state, ema_decay, make_optimizer, make_train_step, steps_per_dispatch,
+    create_train_state, keeps_ema, make_optimizer, make_train_step, steps_per_dispatch,
 )
 
 INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
@@ -280,7 +280,7 @@ def build_jax(name: str, config, images_uint8: np.ndarray):
     make_step, extra = (lambda cfg: make_colorizer_step(model, cfg, GreyInput())), (None,)
   else:
     model = build_model(config.model, config.loss, shape)
-    state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=ema_decay(config.train) > 0)
+    state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=keeps_ema(config.train))
     make_step, extra = (lambda cfg: make_train_step(model, cfg)), ()
   one_step = config.copy_and_resolve_references()
   one_step.train.steps_per_dispatch = 1

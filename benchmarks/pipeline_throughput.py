@@ -38,7 +38,7 @@ from absl import app, flags  # noqa: E402
 from vae_jax.data.pipeline import Dataset, build_dataset, source_from_config, train_iterator  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.train import (  # noqa: E402
-    create_train_state, ema_decay, make_optimizer, make_train_step, split_root_key,
+    create_train_state, keeps_ema, make_optimizer, make_train_step, split_root_key,
 )
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -105,7 +105,7 @@ def _step_rate(config, dataset: Dataset, seconds: float, repeats: int) -> float:
   model = build_model(config.model, config.loss, dataset.image_shape)
   keys = split_root_key(config.seed)
   state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"],
-                             keep_ema=ema_decay(config.train) > 0)
+                             keep_ema=keeps_ema(config.train))
   step = make_train_step(model, config)
   batch = jax.device_put(next(train_iterator(dataset, config.train.batch_size, seed=0, shard=(0, 1))))
   state, metrics = step(state, batch, keys["train"])  # compile

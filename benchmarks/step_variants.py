@@ -86,7 +86,7 @@ from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
 from vae_jax.models.banded_conv import banded_conv  # noqa: E402
 from vae_jax.models.conv import ConvDecoder, ConvEncoder  # noqa: E402
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
-from vae_jax.train import create_train_state, ema_decay, make_optimizer, make_train_step  # noqa: E402
+from vae_jax.train import create_train_state, keeps_ema, make_optimizer, make_train_step  # noqa: E402
 
 _EXPERIMENT = flags.DEFINE_enum(
     "experiment",
@@ -227,7 +227,7 @@ def _step_for(
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = models.build_model(config.model, config.loss, shape)
   state = create_train_state(model, tx or make_optimizer(config.opt, 10**6), shape, jax.random.key(0),
-                             keep_ema=ema_decay(config.train) > 0)
+                             keep_ema=keeps_ema(config.train))
   k = config.train.steps_per_dispatch
   batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))

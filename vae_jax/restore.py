@@ -20,7 +20,7 @@ from vae_jax.data.pipeline import Subset, build_dataset, load_source
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.models import build_model
 from vae_jax.models.vae import VAE
-from vae_jax.train import create_train_state, ema_decay, make_optimizer
+from vae_jax.train import create_train_state, keeps_ema, make_optimizer
 
 SPLITS = ("train", "val")
 
@@ -61,7 +61,7 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
   tx = make_optimizer(config.opt, config.train.steps)
   params = restore_params(workdir, lambda: create_train_state(model, tx, shape, jax.random.key(0)), step,
                           "python bin/train.py --config ... --workdir",
-                          field="ema_params" if ema_decay(config.train) > 0 else "params")
+                          field="ema_params" if keeps_ema(config.train) else "params")
   return Run(config, model, params)
 
 

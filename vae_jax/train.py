@@ -68,6 +68,11 @@ def ema_decay(train_cfg: ml_collections.ConfigDict) -> float:
   return decay
 
 
+def keeps_ema(train_cfg: ml_collections.ConfigDict) -> bool:
+  """Whether the config keeps a moving average of the parameters (``ema_decay`` > 0)."""
+  return ema_decay(train_cfg) > 0
+
+
 def update_ema(ema_params: Any, params: Any, step: jax.Array, decay: float) -> Any:
   """One step of the parameters' exponential moving average, ``ema ← d·ema + (1 − d)·params``.
 
@@ -401,9 +406,9 @@ def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
         f"{workdir} holds a {saved.get('task', 'vae')!r} run, not a {config.get('task', 'vae')!r} one. "
         "Choose a new --workdir."
     )
-  if (ema_decay(saved.train) > 0) != (ema_decay(config.train) > 0):
+  if keeps_ema(saved.train) != keeps_ema(config.train):
     raise CheckpointMismatchError(
-        f"{workdir} holds a run {'with' if ema_decay(saved.train) > 0 else 'without'} a moving average of the "
+        f"{workdir} holds a run {'with' if keeps_ema(saved.train) else 'without'} a moving average of the "
         f"parameters (config.train.ema_decay={ema_decay(saved.train)}); resume it with the same setting, "
         "or choose a new --workdir."
     )
@@ -509,7 +514,7 @@ def vae_task(
   """The VAE's model, ELBO step, evaluation and reconstruction/prior grids."""
   model = build_model(config.model, config.loss, dataset.image_shape)
   state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"],
-                             keep_ema=ema_decay(config.train) > 0)
+                             keep_ema=keeps_ema(config.train))
   eval_step = make_eval_step(model, config)
   grid_images = val_images[: config.train.num_grid_images]
   picture_fn = make_picture_fn(model, config.loss.likelihood, num_prior=max(16, len(grid_images)))

@@ -30,11 +30,14 @@ seeds train without augmentation, so vae_jax's configs run here with theirs
 switched off (what it costs: ``step_variants.py --experiment=augment``).
 Each side is timed in windows of about ``--window_s`` seconds, alternating
 JAX and PyTorch ``--repeats`` times; the median window is reported, so a
-machine busy with other work biases neither side. Each side is timed at its
-default threading and single-threaded (PyTorch ``set_num_threads(1)``; XLA
-``xla_cpu_multi_thread_eigen=False`` on the same lowered step) and its
-better median counts: on a loaded machine threads that wait for each other
-can cost more than they compute (PyTorch's OpenMP threads especially).
+machine busy with other work biases neither side. PyTorch is timed at each
+thread count up to its default and its best median counts: on a loaded
+machine its OpenMP threads can wait for each other more than they compute.
+XLA has no per-program equivalent: on jaxlib 0.10.2 its CPU dots use every
+core the process may run on whatever the options
+(``xla_cpu_multi_thread_eigen=False`` leaves a 2048² matmul at the two-core
+rate; only the process's CPU affinity, e.g. ``taskset -c 0``, confines it),
+so vae_jax's step is timed as compiled by default.
 ``default_settings_ratio`` is the ratio with both at their defaults. FLOPs
 per image come from XLA's cost analysis of the step as lowered for the CPU
 (``flops.step_flops``; PyTorch's ``FlopCounterMode`` for its side), and
@@ -74,7 +77,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU with PyTorch
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -256,17 +258,10 @@ def build_torch(torch, name: str, config, images_uint8: np.ndarray, device: str)
 # --- JAX: the library's own steps ----------------------------------------------------------------------
 
 
-# XLA's CPU options per variant: its default (Eigen's multi-threaded kernels) and single-threaded kernels,
-# the JAX counterpart of timing PyTorch at 1 thread (on a loaded machine threads can wait more than work).
-# An accelerator has its default alone.
-CPU_JAX_VARIANTS = {"default": {}, "single_thread": {"xla_cpu_multi_thread_eigen": False}}
-
-
 def build_jax(name: str, config, images_uint8: np.ndarray):
-  """({variant: step thunk that advances its own state and returns the loss}, one train step's FLOPs).
+  """(step thunk that advances its own state and returns the loss, one train step's FLOPs).
 
-  Each variant is the library's jitted step compiled with that variant's XLA
-  options (``Lowered.compile(compiler_options=...)``): the same program. With
+  The thunk calls the library's jitted step. With
   ``config.train.steps_per_dispatch`` k > 1 a call runs k steps, on k copies
   of the batch; the FLOPs are counted on a one-step program all the same
   (XLA's cost analysis counts a loop's body once).
@@ -288,19 +283,13 @@ def build_jax(name: str, config, images_uint8: np.ndarray):
   k = steps_per_dispatch(config.train)
   step = make_step(config)
   args = (jax.device_put(np.stack([images_uint8] * k) if k > 1 else images_uint8), key, *extra)
-  lowered = step.lower(state, *args)
-  runs = {}
-  variants = CPU_JAX_VARIANTS if jax.default_backend() == "cpu" else {"default": {}}
-  for variant, options in variants.items():
-    compiled = lowered.compile(compiler_options=options) if options else lowered.compile()
-    holder = {"state": jax.tree.map(jnp.copy, state)}  # each variant donates its own copy
+  holder = {"state": state}
 
-    def run(compiled=compiled, holder=holder):
-      holder["state"], metrics = compiled(holder["state"], *args)
-      return metrics["loss"]
+  def run():
+    holder["state"], metrics = step(holder["state"], *args)
+    return metrics["loss"]
 
-    runs[variant] = run
-  return runs, flops
+  return run, flops
 
 
 def torch_flops(torch, step: Callable) -> float:
@@ -339,8 +328,8 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float,
   images_uint8 = np.random.default_rng(0).integers(0, 256, (batch,) + shape, dtype=np.uint8)
 
   t0 = time.perf_counter()
-  jax_runs, jax_flops = build_jax(name, config, images_uint8)
-  jax.block_until_ready(jax_runs["default"]())
+  jax_run, jax_flops = build_jax(name, config, images_uint8)
+  jax.block_until_ready(jax_run())
   compile_s = time.perf_counter() - t0
   torch_step = build_torch(torch, name, config, images_uint8, device)
   t_flops = torch_flops(torch, torch_step)
@@ -358,7 +347,7 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float,
     torch_default = f"{default_threads}_threads"
   else:
     torch_side, torch_default = ({device: torch_step}, lambda out: torch.cuda.synchronize()), device
-  sides = {"jax": (jax_runs, jax.block_until_ready), "torch": torch_side}
+  sides = {"jax": ({"default": jax_run}, jax.block_until_ready), "torch": torch_side}
   steps = {(side, v): steps_for_window(run, block, window_s) for side, (runs, block) in sides.items()
            for v, run in runs.items()}
   images_per_call = {"jax": steps_per_dispatch(config.train) * batch, "torch": batch}
@@ -385,13 +374,12 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float,
       "torch_gflop_per_s": round(t_flops / batch * torch_ips / 1e9, 2),
       "jax_fraction_of_matmul_peak": round(jax_gflops / peak_gflops, 3),
       "jax_compile_s": round(compile_s, 1),
-      "jax_best": best["jax"],
       "torch_best": best["torch"],
       "default_settings_ratio": round(median["jax", "default"] / median["torch", torch_default], 2),
       "window_images_per_s": {f"{side}/{v}": [round(r, 1) for r in rs] for (side, v), rs in rates.items()},
   }
   print(f"{name:9s} jax {jax_ips:9.1f} img/s ({jax_gflops:6.1f} GFLOP/s, {result['jax_fraction_of_matmul_peak']:.0%} "
-        f"of peak, {best['jax']})  torch {torch_ips:9.1f} img/s ({result['torch_gflop_per_s']:6.1f} GFLOP/s, "
+        f"of peak)  torch {torch_ips:9.1f} img/s ({result['torch_gflop_per_s']:6.1f} GFLOP/s, "
         f"{best['torch']})  ratio {result['ratio']:.2f} (default settings: {result['default_settings_ratio']:.2f})",
         flush=True)
   return result

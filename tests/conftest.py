@@ -1,9 +1,23 @@
-"""Shared test helpers: config loading, the real-data location."""
+"""Shared test helpers: config loading, the real-data location; one XLA compilation cache per session."""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# Many tests start bin/train.py (and a re-run of it) in fresh processes that compile the same smoke
+# steps again: JAX's persistent compilation cache, in a directory of this session's own (so every
+# session starts cold and leaves nothing behind), lets them load those programs instead. Set before JAX
+# is imported, so that this process and every subprocess it starts read it. (Where jaxlib rejects its own
+# CPU cache entries, jax-ml/jax#38445 on some Intel CPUs, they log that and compile as before.)
+_COMPILATION_CACHE = tempfile.mkdtemp(prefix="vae_jax_tests_xla_cache_")
+atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from vae_jax.parallel import request_deterministic_gpu_kernels
 

@@ -64,7 +64,6 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
   Returns:
     The step of the checkpoint the re-run resumed from.
   """
-  import os
   import signal
   import subprocess
   import sys

@@ -327,6 +327,18 @@ def test_the_learned_prior_has_its_own_optimizer():
   np.testing.assert_array_equal(np.asarray(updates["decoder"]["kernel"]), 0.0)
 
 
+def test_weight_decay_spares_a_learned_likelihood_scale_and_a_constant_schedule_starts_at_once():
+  config = load_config("faces_mlp", "smoke")  # weight decay 1.0
+  config.opt.schedule, config.opt.warmup_steps = "constant", 0
+  tx = make_optimizer(config.opt, total_steps=10)
+  params = {"decoder": {"kernel": jnp.full(2, 0.5)}, "log_scale": jnp.asarray(-2.3)}
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  # With zero gradients only the decoupled decay moves a parameter: −lr·wd·p, from the first step.
+  lr, wd = config.opt.learning_rate, config.opt.weight_decay
+  np.testing.assert_allclose(np.asarray(updates["decoder"]["kernel"]), -lr * wd * 0.5, rtol=1e-5)
+  assert float(updates["log_scale"]) == 0.0
+
+
 def test_sub_pixel_upsampling_is_an_n_by_n_convolution_to_four_times_the_channels():
   config = load_config("galaxy", "smoke")
   image_shape = _image_shape(config)

@@ -142,6 +142,10 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> opta
   moves them, and it has to bring them to the codes' mean and spread, units
   of order 1 away, within a few hundred steps; Adam at the network's learning
   rate (1e-3, decaying) moves a parameter by at most about that per step.
+
+  Weight decay regularises the encoder and decoder only: a learned
+  likelihood's log σ (``gaussian_learned``) is a parameter of the density,
+  and decay would pull it towards σ = 1 and bias every likelihood figure.
   """
   warmup = min(opt_cfg.warmup_steps, max(total_steps - 1, 0))
   if opt_cfg.schedule == "cosine":
@@ -149,13 +153,15 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> opta
         0.0, opt_cfg.learning_rate, warmup, max(total_steps, warmup + 1), end_value=opt_cfg.learning_rate * 0.01
     )
   elif opt_cfg.schedule == "constant":
-    lr = optax.join_schedules(
-        [optax.linear_schedule(0.0, opt_cfg.learning_rate, max(warmup, 1)), optax.constant_schedule(opt_cfg.learning_rate)],
-        [max(warmup, 1)],
-    )
+    lr = optax.constant_schedule(opt_cfg.learning_rate)
+    if warmup:
+      lr = optax.join_schedules([optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup), lr], [warmup])
   else:
     raise ValueError(f"Unknown config.opt.schedule {opt_cfg.schedule!r}; choose cosine or constant.")
-  net = optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip), optax.adamw(lr, weight_decay=opt_cfg.weight_decay))
+  decayed = lambda params: {k: jax.tree.map(lambda _, k=k: k != "log_scale", v) for k, v in params.items()}  # noqa: E731
+  net = optax.chain(
+      optax.clip_by_global_norm(opt_cfg.grad_clip), optax.adamw(lr, weight_decay=opt_cfg.weight_decay, mask=decayed)
+  )
   prior = optax.adam(opt_cfg.get("prior_learning_rate", 1e-2))
   return optax.multi_transform({"net": net, "prior": prior}, _optimizer_labels)
 

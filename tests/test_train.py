@@ -157,6 +157,27 @@ def test_other_architecture_in_workdir_is_a_clear_error(smoke_run):
     train_and_evaluate(load_config("faces_conv"), workdir)
 
 
+def test_another_split_in_workdir_is_a_clear_error(smoke_run):
+  _, workdir, _ = smoke_run
+  for field, value in (("seed", 1), ("data.val_fraction", 0.5)):
+    config = load_config("faces_mlp")
+    group, _, name = field.rpartition(".")
+    (config[group] if group else config)[name] = value
+    with pytest.raises(CheckpointMismatchError, match=name):
+      train_and_evaluate(config, workdir)
+
+
+def test_a_resume_that_fails_leaves_the_runs_config_alone(smoke_run):
+  _, workdir, _ = smoke_run
+  saved = (workdir / "config.json").read_text()
+  config = load_config("faces_mlp")
+  config.train.steps = 9
+  config.data.source = "folder:/no/such/folder"
+  with pytest.raises(Exception, match="no/such/folder"):
+    train_and_evaluate(config, workdir)
+  assert (workdir / "config.json").read_text() == saved
+
+
 def test_a_workdir_without_checkpoint_starts_again_with_another_config(tmp_path):
   """A start that failed on a bad config value leaves config.json; the corrected command must not be refused."""
   bad = load_config("faces_conv")

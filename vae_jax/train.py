@@ -396,12 +396,15 @@ def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, ke
 
 
 def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  """Refuse to resume a workdir whose checkpoints were written with another task, model, image shape or averaging.
+  """Refuse to resume a workdir whose checkpoints were written with another task, model, image shape, split or averaging.
 
-  Averaging: a moving average of the parameters kept then but not now, or the reverse.
+  Averaging: a moving average of the parameters kept then but not now, or
+  the reverse. Split: ``seed`` and ``data.val_fraction`` choose the held-out
+  images, and with other values the resumed run would be scored on images
+  it had trained on (the seed also sets every later step's keys).
 
-  A workdir without a checkpoint has nothing to resume (a start that failed,
-  e.g. on a bad config value, leaves only its config.json): it is started
+  A workdir without a checkpoint has nothing to resume (a start stopped
+  before its first checkpoint leaves at most its config.json): it is started
   again with the new config.
   """
   if not (workdir / "config.json").exists() or not has_checkpoint(workdir / "checkpoints"):
@@ -418,7 +421,14 @@ def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
         f"parameters (config.train.ema_decay={ema_decay(saved.train)}); resume it with the same setting, "
         "or choose a new --workdir."
     )
-  for group, keys in (("model", None), ("data", ("image_size", "channels")), ("loss", ("likelihood",))):
+  if saved.get("seed") != config.get("seed"):
+    raise CheckpointMismatchError(
+        f"{workdir} holds a run with config.seed={saved.get('seed')}, not {config.get('seed')}: the seed chooses "
+        "the held-out images and every step's keys. Resume it with the same seed, or choose a new --workdir."
+    )
+  for group, keys in (
+      ("model", None), ("data", ("image_size", "channels", "val_fraction")), ("loss", ("likelihood",))
+  ):
     old, new = json.loads(saved[group].to_json()), json.loads(config[group].to_json())
     if keys:
       old, new = {k: old.get(k) for k in keys}, {k: new.get(k) for k in keys}
@@ -576,8 +586,6 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
     raise ValueError(f"--workdir {workdir} is a file, not a directory; choose another --workdir.")
   workdir.mkdir(parents=True, exist_ok=True)
   _check_compatible(config, workdir)
-  if jax.process_index() == 0:
-    save_config(config, workdir)
 
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.train.batch_size, mesh.devices.size)
@@ -588,6 +596,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   total = config.train.steps
   val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
   task = build_task(config, dataset, keys, val_images)
+  # Only now that the config has built a dataset and a model: a resume that fails on a bad value
+  # (a misspelt data source, say) must not replace the run's config.json, which sample.py and
+  # evaluate.py rebuild the model from.
+  if jax.process_index() == 0:
+    save_config(config, workdir)
   # Replicated over the mesh first, so a checkpoint is restored straight into that sharding (with
   # several processes, each reads its own copy; moving a restored local array would need cross-host copies).
   state = parallel.replicate(task.state, mesh)

@@ -26,6 +26,7 @@ from vae_jax.colorize import (
     load_colorizer,
     make_colorizer_eval_step,
     make_colorizer_step,
+    train_colorizer,
 )
 from vae_jax.models.colorizer import ConvColorizer, StackNN, build_colorizer, luminance, rgb_from_luma_chroma
 from vae_jax.restore import load_run
@@ -92,6 +93,15 @@ def test_unknown_colorizer_and_grey_data_are_clear_errors():
   config.model.name = "conv"
   with pytest.raises(ValueError, match="channels=3"):
     build_colorizer(config.model, (30, 30, 1))
+
+
+@pytest.mark.parametrize("field, value", [("ema_decay", 0.99), ("compute_dtype", "bfloat16")])
+def test_vae_only_train_options_are_refused_before_anything_is_written(field, value, tmp_path):
+  config = load_config("colorizer")
+  config.train[field] = value
+  with pytest.raises(ValueError, match=field):
+    train_colorizer(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
 
 
 def test_grey_from_rgb_is_pil_luma_exactly():

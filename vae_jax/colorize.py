@@ -219,6 +219,12 @@ def train_colorizer(config: ml_collections.ConfigDict, workdir: str | Path) -> T
     raise ValueError(f"train_colorizer wants a colouriser config (config.task={TASK!r}): configs/colorizer.py.")
   if config.data.channels != 3:
     raise ValueError(f"The colouriser learns from RGB images: set config.data.channels=3, not {config.data.channels}.")
+  unsupported = {"ema_decay": 0.0, "compute_dtype": "float32"}  # VAE-only train options, and their off values
+  for name, off in unsupported.items():
+    if config.train.get(name, off) != off:
+      raise ValueError(
+          f"The colouriser does not implement config.train.{name} (a VAE training option); leave it at {off!r}."
+      )
   return fit(config, workdir, colorizer_task)
 
 

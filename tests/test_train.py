@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import struct
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -18,7 +20,9 @@ from conftest import ROOT, kill_then_rerun, load_config
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from vae_jax.config import save_config
 from vae_jax.models import build_model
-from vae_jax.train import NonFiniteLossError, create_train_state, make_optimizer, train_and_evaluate
+from vae_jax.train import (
+    NonFiniteLossError, create_train_state, fit, make_optimizer, train_and_evaluate, vae_task,
+)
 
 
 def _params(state) -> list[np.ndarray]:
@@ -196,6 +200,23 @@ def test_a_url_or_a_file_as_workdir_is_refused_before_anything_is_written(tmp_pa
   (tmp_path / "notes.txt").write_text("a file")
   with pytest.raises(ValueError, match="is a file, not a directory"):
     train_and_evaluate(load_config("faces_mlp"), tmp_path / "notes.txt")
+
+
+def test_a_nonfinite_gradient_stops_the_run_before_it_is_checkpointed(tmp_path):
+  """A finite loss with an infinite gradient norm: the update has made the parameters NaN already."""
+
+  def poisoned_task(config, dataset, keys, val_images):
+    task = vae_task(config, dataset, keys, val_images)
+
+    def step(state, batch, key):
+      state, metrics = task.train_step(state, batch, key)
+      return state, dict(metrics, grad_norm=jnp.where(state.step >= 4, jnp.inf, metrics["grad_norm"]))
+
+    return dataclasses.replace(task, train_step=step)
+
+  with pytest.raises(NonFiniteLossError, match="grad norm became inf at step 4"):
+    fit(load_config("faces_mlp"), tmp_path, poisoned_task)  # logs every 2 steps, checkpoints every 3
+  assert Checkpointer(tmp_path / "checkpoints").latest_step() == 3
 
 
 def test_checkpoint_of_other_shapes_is_a_clear_error(smoke_run):

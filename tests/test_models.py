@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -229,6 +230,14 @@ def test_decoder_plan_that_misses_the_image_size_raises():
   model = build_model(config.model, config.loss, _image_shape(config))
   with pytest.raises(ValueError, match=r"decoder_kernels"):
     _abstract_params(model, _image_shape(config))
+
+
+@pytest.mark.parametrize("field, value", [("encoder_channels", (10, 5, 7)), ("decoder_kernels", (4, 6))])
+def test_conv_layer_lists_of_different_lengths_raise(field, value):
+  config = load_config("faces_conv", "smoke")
+  config.model[field] = value
+  with pytest.raises(ValueError, match=rf"one entry per layer.*'{field}': {re.escape(str(value))}"):
+    build_model(config.model, config.loss, _image_shape(config))
 
 
 def test_fcn_needs_an_image_size_divisible_by_its_downsampling():

@@ -32,7 +32,7 @@ def conv_encoder_geometry(
 ) -> int:
   """Spatial size after each conv + 2×2 max-pool of the encoder."""
   size = image_size
-  for k, s, p in zip(kernels, strides, paddings):
+  for k, s, p in zip(kernels, strides, paddings, strict=True):
     size = _conv_out(size, k, s, p) // 2
     if size < 1:
       raise ValueError(f"The conv encoder plan shrinks a {image_size}px image to nothing; use fewer layers.")
@@ -74,7 +74,7 @@ class ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = x_BHWC
-    for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings)):
+    for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings, strict=True)):
       h = ConvReluPool(c, k, s, p, name=f"conv_{i}")(h)
     h = h.reshape(h.shape[0], -1)
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
@@ -105,7 +105,7 @@ class ConvDecoder(nn.Module):
     h0, w0, c0 = self.start_shape
     h = nn.Dense(h0 * w0 * c0, name="dense")(z_BZ).reshape(z_BZ.shape[0], h0, w0, c0)
     n = len(self.channels)
-    for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides)):
+    for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides, strict=True)):
       h = nn.Conv(
           c,
           (k, k),

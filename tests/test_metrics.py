@@ -219,3 +219,15 @@ def test_collapsed_dimension_cannot_win_a_factor():
   report = metrics.factor_report(latents, factors, ["a", "b"])
   assert report["per_factor"]["a"]["best_dim"] == 0
   assert report["per_factor"]["b"]["nmi_per_dim"][1] == 0.0
+
+
+def test_a_constant_factor_stays_out_of_mig_beside_collapsed_dimensions():
+  """The constant factor has no entropy to share: no entry, and MIG is the other factor's gap alone."""
+  rng = np.random.default_rng(0)
+  factors = np.stack([rng.uniform(size=2000), np.full(2000, 0.5)], axis=1)
+  collapsed = rng.normal(size=(2000, 2)) * 1e-3  # dimensions 1 and 2
+  latents = np.concatenate([factors[:, :1] * 3.0, collapsed], axis=1)
+  report = metrics.factor_report(latents, factors, ["a", "const"])
+  assert report["per_factor"]["const"] is None
+  assert report["mig"] == pytest.approx(report["per_factor"]["a"]["gap"])
+  assert report["mig"] > 0.9

@@ -199,7 +199,8 @@ def factor_report(
   range would otherwise let a collapsed dimension's tiny wiggles "win" a factor.
   """
   nmi = normalized_mutual_info(latents_NZ, factors_NF, bins)
-  nmi = np.where(np.var(np.asarray(latents_NZ, np.float64), axis=0) > ACTIVE_VARIANCE, nmi, 0.0)
+  active = np.var(np.asarray(latents_NZ, np.float64), axis=0) > ACTIVE_VARIANCE
+  nmi = np.where(active | np.isnan(nmi), nmi, 0.0)  # a constant factor's row stays all NaN: no gap, no MIG share
   corr = correlation(latents_NZ, factors_NF)
   score, gaps = mig(nmi)
   per_factor = {}

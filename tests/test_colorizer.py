@@ -17,8 +17,8 @@ from vae_jax.checkpoint import CheckpointMismatchError
 from vae_jax import sampling
 from vae_jax.colorize import (
     GreyInput,
-    colorize_samples,
     comparison_tiles,
+    colorize_prior,
     colorizer_losses,
     create_colorizer_state,
     grey_from_rgb,
@@ -214,21 +214,25 @@ def test_vae_workdir_gives_vae_reconstructions_as_input(vae_workdir):
     grey_input(str(vae_workdir), (20, 20, 3))
 
 
-def test_colorize_samples_shapes_determinism_and_luminance(vae_workdir, colorizer_workdir):
-  grey, rgb = colorize_samples(vae_workdir, colorizer_workdir, n=5, seed=3)
+def _colorized_prior_samples(vae_workdir, colorizer_workdir, n, seed):
+  return colorize_prior(load_run(vae_workdir), load_colorizer(colorizer_workdir), n, jax.random.key(seed))
+
+
+def test_colorize_prior_shapes_determinism_and_luminance(vae_workdir, colorizer_workdir):
+  grey, rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=5, seed=3)
   assert grey.shape == (5, 30, 30, 1) and rgb.shape == (5, 30, 30, 3)
   assert grey.dtype == rgb.dtype == np.uint8
-  again_grey, again_rgb = colorize_samples(vae_workdir, colorizer_workdir, n=5, seed=3)
+  again_grey, again_rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=5, seed=3)
   np.testing.assert_array_equal(grey, again_grey)
   np.testing.assert_array_equal(rgb, again_rgb)
-  assert not np.array_equal(grey, colorize_samples(vae_workdir, colorizer_workdir, n=5, seed=4)[0])
+  assert not np.array_equal(grey, _colorized_prior_samples(vae_workdir, colorizer_workdir, n=5, seed=4)[0])
   # A colouriser keeps the luminance of what it colours (up to rounding and clipping at 0 and 255).
   luma = np.asarray(luminance(rgb.astype(np.float32)))
   assert np.mean(np.abs(luma - grey)) < 3.0
 
 
 def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(vae_workdir, colorizer_workdir, tmp_path):
-  grey, rgb = colorize_samples(vae_workdir, colorizer_workdir, n=8, seed=0)
+  grey, rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=8, seed=0)
   options = sampling.SampleOptions(n=8, colorizer=str(colorizer_workdir))
   path = sampling.write_samples(vae_workdir, "colorize", tmp_path / "c.png", options)
   picture = np.asarray(Image.open(path))

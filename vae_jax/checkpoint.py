@@ -56,14 +56,14 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, state_like: Any, data_iterator: Any | None = None, step: int | None = None) -> Any:
-    """Restore into the structure of ``state_like`` (and ``data_iterator`` in place).
+  def restore(self, state_like: Any, data_iterator: Any | None = None) -> Any:
+    """Restore the latest checkpoint into the structure of ``state_like`` (and ``data_iterator`` in place).
 
     Raises:
       CheckpointMismatchError: the saved arrays do not match ``state_like``'s
         tree or shapes (a checkpoint of another architecture).
     """
-    step = self._step_to_restore(step)
+    step = self._latest_step_or_raise()
     self._check_params_match(step, state_like.params)
     abstract = jax.tree.map(_restore_target, state_like)
     items = {"state": ocp.args.StandardRestore(abstract)}
@@ -79,8 +79,8 @@ class Checkpointer:
       ) from None
     return restored["state"]
 
-  def restore_params(self, params_like: Any, step: int | None = None, field: str = "params") -> Any:
-    """The parameters alone of checkpoint ``step`` (default: latest), in ``params_like``'s structure.
+  def restore_params(self, params_like: Any, field: str = "params") -> Any:
+    """The parameters alone of the latest checkpoint, in ``params_like``'s structure.
 
     Sampling and evaluation need no optimiser state; reading the parameters
     alone also opens a checkpoint whose optimiser state has another layout
@@ -91,7 +91,7 @@ class Checkpointer:
     Raises:
       CheckpointMismatchError: the saved parameters' names or shapes differ from ``params_like``'s.
     """
-    step = self._step_to_restore(step)
+    step = self._latest_step_or_raise()
     self._check_params_match(step, params_like, field)
     abstract = {field: jax.tree.map(_restore_target, params_like)}
     # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree. A plain
@@ -102,8 +102,8 @@ class Checkpointer:
     with ocp.PyTreeCheckpointer() as reader:
       return reader.restore(self.directory / str(step) / "state", args=args)[field]
 
-  def _step_to_restore(self, step: int | None) -> int:
-    step = self.latest_step() if step is None else step
+  def _latest_step_or_raise(self) -> int:
+    step = self.latest_step()
     if step is None:
       raise FileNotFoundError(f"No checkpoint under {self.directory}.")
     return step

@@ -228,8 +228,8 @@ def train_colorizer(config: ml_collections.ConfigDict, workdir: str | Path) -> T
   return fit(config, workdir, colorizer_task)
 
 
-def load_colorizer(workdir: str | Path, step: int | None = None) -> Run:
-  """``(config, model, params)`` of a colouriser workdir's latest checkpoint (or ``step``)."""
+def load_colorizer(workdir: str | Path) -> Run:
+  """``(config, model, params)`` of a colouriser workdir's latest checkpoint."""
   workdir = workdir_path(workdir)
   config = load_config(workdir)
   if config.get("task") != TASK:
@@ -237,7 +237,7 @@ def load_colorizer(workdir: str | Path, step: int | None = None) -> Run:
   shape = image_shape(config.data)
   model = build_colorizer(config.model, shape)
   tx = make_optimizer(config.opt, config.train.steps)
-  params = restore_params(workdir, lambda: create_colorizer_state(model, tx, shape, jax.random.key(0)), step,
+  params = restore_params(workdir, lambda: create_colorizer_state(model, tx, shape, jax.random.key(0)),
                           "python bin/train.py --config configs/colorizer.py --workdir")
   return Run(config, model, params)
 
@@ -264,16 +264,6 @@ def colorize_prior(
   z = temperature * jax.random.normal(key, (n, vae.config.model.latent_dim))
   grey = sampling.decode(vae, np.asarray(z))
   return grey, colorize(colorizer, grey)
-
-
-def colorize_samples(
-    vae_workdir: str | Path, colorizer_workdir: str | Path, n: int, seed: int, temperature: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-  """Grey samples of a trained VAE and their colourised versions: uint8 N×H×W×1 and N×H×W×3.
-
-  The same ``seed`` draws the same samples (``jax.random.key(seed)``).
-  """
-  return colorize_prior(load_run(vae_workdir), load_colorizer(colorizer_workdir), n, jax.random.key(seed), temperature)
 
 
 def colorize_picture(

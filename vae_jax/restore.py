@@ -38,8 +38,8 @@ def image_shape(data_cfg: ml_collections.ConfigDict) -> tuple[int, int, int]:
   return (data_cfg.image_size, data_cfg.image_size, data_cfg.channels)
 
 
-def load_run(workdir: str | Path, step: int | None = None) -> Run:
-  """Restore the parameters of ``workdir``'s latest checkpoint (or ``step``) with its saved config.
+def load_run(workdir: str | Path) -> Run:
+  """Restore the parameters of ``workdir``'s latest checkpoint with its saved config.
 
   A run that kept a moving average of its parameters (``config.train.ema_decay``)
   is judged by it, so the average is what comes back.
@@ -59,18 +59,16 @@ def load_run(workdir: str | Path, step: int | None = None) -> Run:
   shape = image_shape(config.data)
   model = build_model(config.model, config.loss, shape)
   tx = make_optimizer(config.opt, config.train.steps)
-  params = restore_params(workdir, lambda: create_train_state(model, tx, shape, jax.random.key(0)), step,
+  params = restore_params(workdir, lambda: create_train_state(model, tx, shape, jax.random.key(0)),
                           "python bin/train.py --config ... --workdir",
                           field="ema_params" if keeps_ema(config.train) else "params")
   return Run(config, model, params)
 
 
-def restore_params(
-    workdir: Path, make_state: Callable[[], Any], step: int | None, train_command: str, field: str = "params"
-) -> Any:
-  """The train state's ``field`` (parameters, or their moving average) from ``workdir``'s checkpoint ``step``.
+def restore_params(workdir: Path, make_state: Callable[[], Any], train_command: str, field: str = "params") -> Any:
+  """The train state's ``field`` (parameters, or their moving average) from ``workdir``'s latest checkpoint.
 
-  ``step`` None is the latest. ``make_state`` is only traced
+  ``make_state`` is only traced
   (``jax.eval_shape``), never run: its ``params`` give the structure.
   """
   ckpt_dir = workdir / "checkpoints"
@@ -78,7 +76,7 @@ def restore_params(
     raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir}).")
   ckpt = Checkpointer(ckpt_dir)
   try:
-    return ckpt.restore_params(jax.eval_shape(make_state).params, step=step, field=field)
+    return ckpt.restore_params(jax.eval_shape(make_state).params, field=field)
   finally:
     ckpt.close()
 

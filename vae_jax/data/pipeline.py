@@ -127,9 +127,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
   return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def usable_images(
-    source: Any, preprocess: Preprocess, data_cfg: ml_collections.ConfigDict, show_progress: bool = True
-) -> tuple[Any, DataReport]:
+def usable_images(source: Any, preprocess: Preprocess, data_cfg: ml_collections.ConfigDict) -> tuple[Any, DataReport]:
   """The items of ``source`` that survive decoding and ``preprocess``, and the report of what did not.
 
   Decoded sources go through the cache (``config.data.cache``), or are
@@ -151,10 +149,10 @@ def usable_images(
   workers = data_cfg.get("decode_workers", 0)
   if data_cfg.get("cache", True):
     cache_dir = data_cfg.get("cache_dir") or cache.default_cache_dir()
-    images = cache.cached_images(source, preprocess, cache_dir, workers, show_progress)
+    images = cache.cached_images(source, preprocess, cache_dir, workers)
     skipped = discovery + [(s.item, s.reason) for s in images.skipped]
     return images, DataReport(spec, len(source) + len(discovery), len(images), skipped, str(images.directory))
-  failed = cache.check_all(source, preprocess, workers, show_progress)
+  failed = cache.check_all(source, preprocess, workers)
   kept = np.setdiff1d(np.arange(len(source)), [s.index for s in failed])
   skipped = discovery + [(s.item, s.reason) for s in failed]
   return Subset(source, kept), DataReport(spec, len(source) + len(discovery), len(kept), skipped)

@@ -25,8 +25,8 @@ from vae_jax.data.sources import DEFAULT_MAX_PIXELS, ImageReadError, display_pat
 _EXIF_ORIENTATION = 0x0112
 
 
-def encoded_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, np.ndarray]:
-  """(bytes to store, the RGB pixels they decode to) for one image file.
+def encoded_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+  """The bytes to store for one image file: the file itself if it is a plain RGB JPEG or PNG, else a PNG of its pixels.
 
   Raises:
     ImageReadError: the file cannot be used (see ``load_image``).
@@ -40,10 +40,10 @@ def encoded_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[byt
         and img.getexif().get(_EXIF_ORIENTATION, 1) == 1
     )
   if as_is:
-    return path.read_bytes(), pixels
+    return path.read_bytes()
   buffer = io.BytesIO()
   Image.fromarray(pixels).save(buffer, format="PNG")
-  return buffer.getvalue(), pixels
+  return buffer.getvalue()
 
 
 class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -85,7 +85,7 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for path in paths:
       relative = path.relative_to(root)
       try:
-        data, _ = encoded_image(path, self.max_pixels)
+        data = encoded_image(path, self.max_pixels)
       except ImageReadError as error:
         self.skipped.append((display_path(path), error.reason))
         continue

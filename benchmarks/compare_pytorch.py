@@ -111,7 +111,7 @@ PAIRS = {
 }
 
 
-# --- PyTorch: the seeds' models, written from their descriptions (DESIGN.md) ---------------------------
+# --- PyTorch: the seeds' models, written from the seed write-ups' descriptions -------------------------
 
 
 def torch_models(torch):

@@ -17,7 +17,9 @@ from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging  #
 from vae_jax.evaluate import evaluate_workdir  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (latest checkpoint).")
-_DATA = flags.DEFINE_string("data", None, "Score every image of this source (folder:PATH, npz:PATH, ...) instead.")
+_DATA = flags.DEFINE_string(
+    "data", None, "Score this source's images instead (folder:PATH, npz:PATH, ...; the first --max_images)."
+)
 _SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "The run's split to score (without --data).")
 _IW_SAMPLES = flags.DEFINE_integer("iw_samples", 100, "K of the importance-weighted bound (1 gives the ELBO).")
 _MAX_IMAGES = flags.DEFINE_integer("max_images", 2000, "Score at most this many images.")

@@ -21,12 +21,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (la
 _KIND = flags.DEFINE_enum("kind", None, list(KINDS), "Which picture to draw.")
 _OUT = flags.DEFINE_string("out", None, "PNG to write (default: WORKDIR/samples/KIND.png).")
 _N = flags.DEFINE_integer(
-    "n", None, "Size: recon images, prior/manifold grid side, interp pairs, traverse steps (default per kind)."
+    "n", None,
+    "Size: recon images, prior/manifold grid side, interp pairs, traverse steps, colorize faces (default per kind).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the images and the prior draws.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "prior: standard deviation of the latent draws.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "prior, colorize: standard deviation of the latent draws.")
 _DATA = flags.DEFINE_string("data", None, "Take images from this source (folder:PATH, npz:PATH, ...) instead.")
-_SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "The run's split to take images from.")
+_SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "The run's split to take images from (without --data).")
 _SLERP = flags.DEFINE_bool("slerp", False, "interp: spherical instead of linear interpolation.")
 _DIMS = flags.DEFINE_list("dims", None, "manifold: two latent dimensions i,j (default: the two with largest KL).")
 _COLORIZER = flags.DEFINE_string("colorizer", None, "colorize: workdir of a colouriser (configs/colorizer.py).")

@@ -24,7 +24,9 @@ from vae_jax.tasks import train  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/faces_mlp.py or configs/galaxy.py:smoke.", lock_config=True
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: runs/<config name>).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (default: runs/<config name>, or runs/<config name>_<preset> with a preset)."
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Several processes: how many train together.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Several processes: this one's index, 0 … N-1.")

@@ -74,8 +74,8 @@ def evaluate_workdir(
   Args:
     workdir: a training workdir.
     data: a source string (``folder:PATH`` …), preprocessed as the run's
-      training data was; all of its images are scored. ``None``: the run's
-      own source, split ``split``.
+      training data was; its first ``max_images`` are scored. ``None``: the
+      run's own source, split ``split``.
     split: ``val`` or ``train`` (only with ``data=None``).
     iw_samples: K of the importance-weighted bound.
     max_images: score at most this many images (the first ones).

@@ -112,11 +112,12 @@ def kl_weight(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
 
 
 def kl_with_free_bits(kl_BZ: jax.Array, free_bits: float) -> jax.Array:
-  """Per-image KL for the objective, each dimension's batch mean floored at ``free_bits`` nats.
+  """Per-image KL for the objective, with no pull on dimensions whose batch mean is below ``free_bits`` nats.
 
-  The floor (Kingma et al., 2016) stops the optimiser from collapsing
-  dimensions below the budget; with ``free_bits=0`` this is the plain KL sum.
-  Gradients are unchanged per image; only dimensions below the floor lose them.
+  Free bits (Kingma et al., 2016) stop the optimiser from squeezing a
+  dimension's KL below the budget: a dimension whose batch-mean KL is under
+  the floor loses its KL gradient. The value is the plain KL sum either way
+  (the reported ELBO stays exact); only the gradient changes.
   """
   if free_bits <= 0:
     return kl_BZ.sum(axis=-1)

@@ -10,7 +10,7 @@ followed by a dense layer, and each ×2 upsampling as a dense layer followed by
 depth-to-space (a kernel-2 stride-2 transposed convolution). These are exactly
 those convolutions, but they run as plain matmuls: on a 2-core CPU the same
 channel plan trains ~20× faster than ``nn.Conv``/``nn.ConvTranspose`` with
-k4 s2 (DESIGN.md). The hidden 1×1 mixing inside each stage (``mix``) adds
+k4 s2 (BENCHMARKS.md). The hidden 1×1 mixing inside each stage (``mix``) adds
 depth at matmul speed.
 
 Kernel-2 upsamplings never mix neighbouring pixels: each 16×16 block of the

@@ -153,6 +153,14 @@ def test_bernoulli_log_prob_matches_hand_computed_bce():
 
 
 @pytest.mark.parametrize("likelihood", losses.LIKELIHOODS)
+def test_mean_image_is_the_likelihoods_mean(likelihood):
+  """The Gaussian decoder outputs its mean; the Bernoulli one logits, whose mean is their sigmoid."""
+  decoded = jnp.asarray([[-2.0, 0.0, 0.3, 0.9]], jnp.float32)
+  want = special.expit(decoded) if likelihood == "bernoulli" else decoded
+  np.testing.assert_allclose(np.asarray(losses.mean_image(likelihood, decoded)), np.asarray(want), rtol=1e-6)
+
+
+@pytest.mark.parametrize("likelihood", losses.LIKELIHOODS)
 @pytest.mark.parametrize("discretized", [False, True])
 def test_reconstruction_nll_is_summed_per_image(likelihood, discretized):
   """Doubling the pixels (a side-by-side copy) doubles the NLL of each image."""

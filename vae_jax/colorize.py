@@ -65,19 +65,18 @@ class GreyInput:
 
   Attributes:
     vae: the trained VAE (grey images of the colouriser's size), or None.
-    bernoulli: the VAE decodes logits.
+    likelihood: the VAE's (``config.loss.likelihood``), which says what its decoder outputs.
   """
 
   vae: nn.Module | None = None
-  bernoulli: bool = False
+  likelihood: str = "gaussian"
 
   def __call__(self, vae_params: Any, rgb_uint8: jax.Array) -> jax.Array:
     grey = grey_from_rgb(rgb_uint8)
     if self.vae is None:
       return losses.to_unit(grey)
     mean, _ = self.vae.apply({"params": vae_params}, grey, method=self.vae.encode)
-    recon = self.vae.apply({"params": vae_params}, mean, method=self.vae.decode)
-    return nn.sigmoid(recon) if self.bernoulli else recon
+    return losses.mean_image(self.likelihood, self.vae.apply({"params": vae_params}, mean, method=self.vae.decode))
 
 
 def grey_input(vae_workdir: str, shape: tuple[int, int, int]) -> tuple[GreyInput, Any]:
@@ -91,7 +90,7 @@ def grey_input(vae_workdir: str, shape: tuple[int, int, int]) -> tuple[GreyInput
         f"grey {shape[:2] + (1,)}. Train the colouriser at --config.data.image_size={vae.config.data.image_size} "
         "or use a grey VAE of this size."
     )
-  return GreyInput(vae.model, vae.config.loss.likelihood == "bernoulli"), vae.params
+  return GreyInput(vae.model, vae.config.loss.likelihood), vae.params
 
 
 def create_colorizer_state(

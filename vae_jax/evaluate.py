@@ -37,9 +37,7 @@ def make_score_step(run: Run, num_samples: int, batch_size: int) -> Callable:
 
   def step(params, x_uint8, key):
     mean, logvar = model.apply({"params": params}, x_uint8, method=model.encode)
-    recon = model.apply({"params": params}, mean, method=model.decode)
-    if likelihood == "bernoulli":
-      recon = jax.nn.sigmoid(recon)
+    recon = losses.mean_image(likelihood, model.apply({"params": params}, mean, method=model.decode))
     log_weight = metrics.vae_log_weight_fn(model, params, x_uint8, mean, logvar, likelihood)
     return {
         "iwae_log_px": metrics.iwae_log_likelihood(log_weight, key, num_samples, chunk),

@@ -77,6 +77,16 @@ def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
   return -_sum_per_image(optax.sigmoid_binary_cross_entropy(logits, x))
 
 
+def mean_image(likelihood: str, decoded: jax.Array) -> jax.Array:
+  """The image a decoder output stands for, on the [0, 1] scale: the likelihood's mean.
+
+  A Gaussian decoder outputs its mean already; a Bernoulli one outputs
+  logits, whose mean is their sigmoid. Reconstructions, samples and PSNR
+  all look at this.
+  """
+  return jax.nn.sigmoid(decoded) if likelihood == "bernoulli" else decoded
+
+
 def reconstruction_nll(
     likelihood: str,
     x_uint8: jax.Array,

@@ -41,10 +41,9 @@ def _encode(model: nn.Module, params, x_uint8: jax.Array) -> tuple[jax.Array, ja
   return model.apply({"params": params}, x_uint8, method=model.encode)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "bernoulli"))
-def _decode(model: nn.Module, params, z_BZ: jax.Array, bernoulli: bool) -> jax.Array:
-  out = model.apply({"params": params}, z_BZ, method=model.decode)
-  return nn.sigmoid(out) if bernoulli else out
+@functools.partial(jax.jit, static_argnames=("model", "likelihood"))
+def _decode(model: nn.Module, params, z_BZ: jax.Array, likelihood: str) -> jax.Array:
+  return losses.mean_image(likelihood, model.apply({"params": params}, z_BZ, method=model.decode))
 
 
 def encode(run: Run, x_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +54,7 @@ def encode(run: Run, x_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def decode(run: Run, z_NZ: np.ndarray) -> np.ndarray:
   """Decoder means of latent codes as uint8 images N×H×W×C."""
-  out = _decode(run.model, run.params, jnp.asarray(z_NZ, jnp.float32), run.config.loss.likelihood == "bernoulli")
+  out = _decode(run.model, run.params, jnp.asarray(z_NZ, jnp.float32), run.config.loss.likelihood)
   return images.to_uint8(np.asarray(out))
 
 

@@ -267,7 +267,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
     kl_objective = losses.kl_with_free_bits(terms["kl_BZ"], loss_cfg.free_bits)
     weight = losses.kl_weight(step, loss_cfg.beta, loss_cfg.warmup_steps)
     loss = jnp.mean(terms["rec"] + weight * kl_objective)
-    recon = terms["decoded"] if loss_cfg.likelihood != "bernoulli" else nn.sigmoid(terms["decoded"])
+    recon = losses.mean_image(loss_cfg.likelihood, terms["decoded"])
     metrics = {
         "loss": loss,
         "rec_nats": jnp.mean(terms["rec"]),
@@ -308,9 +308,7 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict) -> Calla
 
   def eval_step(params, x_uint8, mask, key):
     terms = elbo_terms(model, params, x_uint8, key, likelihood, discretized=likelihood != "bernoulli")
-    recon = model.apply({"params": params}, terms["mean"], method=model.decode)
-    if likelihood == "bernoulli":
-      recon = nn.sigmoid(recon)
+    recon = losses.mean_image(likelihood, model.apply({"params": params}, terms["mean"], method=model.decode))
     kl = terms["kl_BZ"].sum(-1)
     mse = losses.squared_error(x_uint8, recon)
     per_image = {
@@ -371,13 +369,11 @@ def make_picture_fn(model: nn.Module, likelihood: str, num_prior: int) -> Callab
   """Jitted ``(params, images_uint8, key) -> (recon01, prior01)``: posterior-mean reconstructions and prior samples."""
 
   def pictures(params, x_uint8, key):
+    def decode(z):
+      return losses.mean_image(likelihood, model.apply({"params": params}, z, method=model.decode))
+
     mean, _ = model.apply({"params": params}, x_uint8, method=model.encode)
-    z = jax.random.normal(key, (num_prior, mean.shape[-1]))
-    recon = model.apply({"params": params}, mean, method=model.decode)
-    prior = model.apply({"params": params}, z, method=model.decode)
-    if likelihood == "bernoulli":
-      recon, prior = nn.sigmoid(recon), nn.sigmoid(prior)
-    return recon, prior
+    return decode(mean), decode(jax.random.normal(key, (num_prior, mean.shape[-1])))
 
   return jax.jit(pictures)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_jax.images import default_scale, make_grid, save_png, to_uint8
+from vae_jax.images import default_scale, interleave_rows, make_grid, save_png, to_uint8
 
 
 def _tiles(n: int, h: int, w: int, c: int) -> np.ndarray:
@@ -89,3 +89,12 @@ def test_save_png_round_trip(tmp_path):
   with Image.open(path) as img:
     assert img.format == "PNG" and img.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(img), picture)
+
+
+def test_interleave_rows_stacks_matching_images_and_pads_the_last_rows_white():
+  a = np.arange(5, dtype=np.uint8).reshape(5, 1, 1, 1)  # image i is the value i
+  b = a + 100
+  tiles = interleave_rows([a, b], ncol=2)
+  assert tiles.shape == (6, 2, 1, 1, 1)
+  np.testing.assert_array_equal(tiles[..., 0, 0, 0], [[0, 1], [100, 101], [2, 3], [102, 103], [4, 255], [104, 255]])
+  assert interleave_rows([a, b, a], ncol=8).shape == (3, 5, 1, 1, 1)  # fewer images than columns: one block

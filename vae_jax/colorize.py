@@ -163,13 +163,7 @@ def comparison_tiles(grey_uint8: np.ndarray, rgb_uint8: np.ndarray, target_uint8
                      ncol: int = 8) -> np.ndarray:
   """R×C×H×W×3 tiles: each row of grey images above their colourised versions (and the originals, if given)."""
   groups = [np.repeat(grey_uint8, 3, axis=-1), rgb_uint8] + ([target_uint8] if target_uint8 is not None else [])
-  ncol = min(ncol, len(grey_uint8))
-  pad = (-len(grey_uint8)) % ncol
-  rows = [
-      np.concatenate([g, np.full((pad,) + g.shape[1:], 255, np.uint8)]).reshape((-1, ncol) + g.shape[1:])
-      for g in groups
-  ]
-  return np.stack(rows, axis=1).reshape((-1, ncol) + rows[0].shape[2:])
+  return images.interleave_rows(groups, ncol)
 
 
 def colorizer_task(

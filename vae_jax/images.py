@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,23 @@ def to_uint8(images01: np.ndarray) -> np.ndarray:
 def default_scale(tile_size: int, min_pixels: int = 96) -> int:
   """Nearest-neighbour factor that makes a tile at least ``min_pixels`` wide (30×30 → ×4)."""
   return max(1, math.ceil(min_pixels / tile_size))
+
+
+def interleave_rows(groups: Sequence[np.ndarray], ncol: int) -> np.ndarray:
+  """R×ncol×H×W×C tiles: ``ncol`` images of each group in turn, one row per group, so matching images stack.
+
+  For inputs above their reconstructions (two groups), grey faces above
+  their colourised versions and the originals (three), … . Every group holds
+  the same number of uint8 images of one shape; the last rows are padded
+  with blank (white) tiles.
+  """
+  ncol = min(ncol, len(groups[0]))
+  pad = (-len(groups[0])) % ncol
+  rows = [
+      np.concatenate([g, np.full((pad,) + g.shape[1:], 255, np.uint8)]).reshape((-1, ncol) + g.shape[1:])
+      for g in groups
+  ]
+  return np.stack(rows, axis=1).reshape((-1, ncol) + rows[0].shape[2:])
 
 
 def make_grid(

@@ -119,13 +119,7 @@ def _decode_grid(run: Run, codes_RCZ: np.ndarray) -> np.ndarray:
 def recon_tiles(run: Run, x_uint8: np.ndarray, ncol: int = 8) -> np.ndarray:
   """Rows of inputs, each followed by a row of their posterior-mean reconstructions."""
   x_uint8 = np.asarray(x_uint8)
-  recon = decode(run, encode(run, x_uint8)[0])
-  ncol = min(ncol, len(x_uint8))
-  pad = (-len(x_uint8)) % ncol
-  blank = np.full((pad,) + x_uint8.shape[1:], 255, np.uint8)
-  rows_in = np.concatenate([x_uint8, blank]).reshape((-1, ncol) + x_uint8.shape[1:])
-  rows_out = np.concatenate([recon, blank]).reshape(rows_in.shape)
-  return np.stack([rows_in, rows_out], axis=1).reshape((-1,) + rows_in.shape[1:])
+  return images.interleave_rows([x_uint8, decode(run, encode(run, x_uint8)[0])], ncol)
 
 
 def prior_tiles(run: Run, key: jax.Array, n: int, temperature: float = 1.0) -> np.ndarray:

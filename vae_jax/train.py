@@ -381,13 +381,9 @@ def make_picture_fn(model: nn.Module, likelihood: str, num_prior: int) -> Callab
 def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, key: jax.Array) -> dict:
   """Inputs with their reconstructions on the row below, and a square of prior samples."""
   recon, prior = (images.to_uint8(a) for a in picture_fn(params, val_images, key))
-  ncol = math.ceil(math.sqrt(len(val_images)))
-  rows = []
-  for start in range(0, len(val_images), ncol):
-    for part in (val_images[start : start + ncol], recon[start : start + ncol]):
-      rows.append(np.concatenate([part, np.zeros((ncol - len(part),) + part.shape[1:], np.uint8)]))
+  tiles = images.interleave_rows([val_images, recon], math.ceil(math.sqrt(len(val_images))))
   return {
-      "recon": images.make_grid(np.concatenate(rows), ncol),
+      "recon": images.make_grid(tiles.reshape((-1,) + tiles.shape[2:]), tiles.shape[1]),
       "prior": images.make_grid(prior, math.ceil(math.sqrt(len(prior)))),
   }
 

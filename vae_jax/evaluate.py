@@ -21,7 +21,7 @@ import numpy as np
 from vae_jax import losses, metrics
 from vae_jax.data.pipeline import load_images, source_from_config
 from vae_jax.restore import Run, image_shape, image_subset, load_run
-from vae_jax.train import evaluate, make_eval_step, split_root_key
+from vae_jax.train import evaluate, fixed_size_batches, make_eval_step, split_root_key
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,9 @@ def make_score_step(run: Run, num_samples: int, batch_size: int) -> Callable:
 def _per_image(step: Callable, params: Any, x: np.ndarray, batch_size: int, key: jax.Array) -> dict[str, np.ndarray]:
   """Run ``step`` over ``x`` in zero-padded batches of one size (one compile); per-image outputs."""
   parts = []
-  for i, start in enumerate(range(0, len(x), batch_size)):
-    batch = x[start : start + batch_size]
-    padded = np.concatenate([batch, np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)])
-    out = jax.device_get(step(params, padded, jax.random.fold_in(key, i)))
-    parts.append({k: v[: len(batch)] for k, v in out.items()})
+  for i, (batch, count) in enumerate(fixed_size_batches(x, batch_size)):
+    out = jax.device_get(step(params, batch, jax.random.fold_in(key, i)))
+    parts.append({k: v[:count] for k, v in out.items()})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -325,26 +325,30 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict) -> Calla
   return jax.jit(eval_step)
 
 
+def fixed_size_batches(images_NHWC: np.ndarray, batch_size: int):
+  """``(batch, count)`` over ``images_NHWC``: batches of one size, so that a jitted step compiles once.
+
+  The last batch is zero-padded; ``count`` says how many of its images are real.
+  """
+  for start in range(0, len(images_NHWC), batch_size):
+    batch = images_NHWC[start : start + batch_size]
+    padding = np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)
+    yield np.concatenate([batch, padding]), len(batch)
+
+
 def batch_means(
     eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array
 ) -> dict[str, np.ndarray]:
   """Means over ``images_NHWC`` of the per-image sums ``eval_step(params, batch, mask, key)`` returns.
 
-  Batches have one fixed size (the last one zero-padded and masked), so the
-  step compiles once; batch ``i`` gets the key ``fold_in(key, i)``.
+  The padding of the last batch is masked out; batch ``i`` gets the key ``fold_in(key, i)``.
   """
-  n = len(images_NHWC)
-  batch_size = min(batch_size, n)
   totals: dict[str, Any] = {}
-  for i, start in enumerate(range(0, n, batch_size)):
-    batch = images_NHWC[start : start + batch_size]
-    mask = np.zeros(batch_size, np.float32)
-    mask[: len(batch)] = 1.0
-    if len(batch) < batch_size:
-      batch = np.concatenate([batch, np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)])
+  for i, (batch, count) in enumerate(fixed_size_batches(images_NHWC, min(batch_size, len(images_NHWC)))):
+    mask = (np.arange(len(batch)) < count).astype(np.float32)
     sums = eval_step(params, batch, mask, jax.random.fold_in(key, i))
     totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
-  return {k: np.asarray(v) / n for k, v in totals.items()}
+  return {k: np.asarray(v) / len(images_NHWC) for k, v in totals.items()}
 
 
 def evaluate(eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array) -> dict:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
+
+from vae_jax.config import config_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,10 +16,7 @@ NO_AUGMENTATION = {"data.hflip": False, "data.max_shift": 0.0, "data.max_rotatio
 
 def load_config(name: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   """``configs/<name>.py:get_config()`` with ``{"group.field": value}`` overrides, unlocked."""
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_from_file(ROOT / "configs" / f"{name}.py")
   config.unlock()
   for dotted, value in (overrides or {}).items():
     group, field = dotted.split(".")

@@ -18,7 +18,6 @@ temporary folder and deleted afterwards.
 """
 
 import dataclasses
-import importlib.util
 import math
 import os
 import statistics
@@ -35,6 +34,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from vae_jax.config import config_from_file  # noqa: E402
 from vae_jax.data.pipeline import Dataset, build_dataset, source_from_config, train_iterator  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.train import (  # noqa: E402
@@ -51,21 +51,16 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Repeats of each timing; the media
 
 
 def _config(name: str, cache_dir: str):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_from_file(ROOT / "configs" / f"{name}.py")
   config.data.source = f"folder:{_GALAXIES.value if name.startswith('galaxy') else _FACES.value}"
   config.data.cache_dir = cache_dir
   return config
 
 
 _FRESH_PROCESS = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("c", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-config = module.get_config()
+import sys
+from vae_jax.config import config_from_file
+config = config_from_file(sys.argv[1])
 config.data.source, config.data.cache_dir = sys.argv[2], sys.argv[3]
 from vae_jax.data.pipeline import build_dataset, train_iterator
 next(train_iterator(build_dataset(config), config.train.batch_size, seed=0, shard=(0, 1)))

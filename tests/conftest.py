@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+from vae_jax.config import config_from_file
 from vae_jax.parallel import request_deterministic_gpu_kernels
 
 # Before JAX starts its backend: the resume tests that train in this process need on a GPU what
@@ -40,11 +40,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def load_config(name: str, preset: str | None = "smoke"):
-  """``configs/<name>.py:get_config(preset)`` without going through absl flags."""
-  spec = importlib.util.spec_from_file_location(f"configs.{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+  """``configs/<name>.py:get_config(preset)``, the smoke preset unless told otherwise."""
+  return config_from_file(ROOT / "configs" / f"{name}.py", preset)
 
 
 def shared_data(relative: str) -> Path:

@@ -7,6 +7,7 @@ differs, so every run has the same groups: ``data``, ``model``, ``loss``,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Callable
@@ -126,6 +127,15 @@ def workdir_path(workdir: str | Path) -> Path:
         "directory every host sees (NFS, or the bucket mounted with gcsfuse)."
     )
   return Path(workdir).expanduser()
+
+
+def config_from_file(path: str | Path, preset: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config(preset)`` of a config file such as ``configs/galaxy.py``, without absl's flags (tests, benchmarks)."""
+  path = Path(path)
+  spec = importlib.util.spec_from_file_location(f"configs.{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:

@@ -7,9 +7,12 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from conftest import ROOT, load_config
+from vae_jax.cli import run_or_explain
+from vae_jax.data.pipeline import split_indices
 from vae_jax.models import build_model
 
 CONFIG_NAMES = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))
@@ -135,3 +138,15 @@ def test_every_script_explains_a_missing_flag_in_one_line(tmp_path, script):
                           timeout=120)
   assert result.returncode == 2
   assert result.stderr.startswith("error: flag --") and "Run with --help" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_user_error_from_vae_jax_is_one_line_and_a_library_error_keeps_its_traceback(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    run_or_explain(lambda: split_indices(10, 1.5, seed=0))
+  assert exit_.value.code == 1
+  assert capsys.readouterr().err == "error: config.data.val_fraction must be in [0, 1); got 1.5.\n"
+  with pytest.raises(SystemExit) as exit_:
+    run_or_explain(lambda: np.zeros(2) + np.zeros(3))  # a ValueError raised by numpy: likely a bug
+  assert exit_.value.code == 1
+  err = capsys.readouterr().err
+  assert err.startswith("Traceback") and err.splitlines()[-1].startswith("error: operands could not be broadcast")

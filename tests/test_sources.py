@@ -178,6 +178,12 @@ def test_bad_arrays_are_rejected(tmp_path, array, message):
         ArraySource(tmp_path / "bad.npy")
 
 
+@pytest.mark.parametrize("name", ["missing.npy", "missing.npz"])
+def test_a_missing_array_file_is_named(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match=f"array file .*{name} does not exist"):
+        ArraySource(tmp_path / name)
+
+
 def test_npz_key_selection(tmp_path):
     images = np.ones((3, 4, 4, 3), np.uint8)
     np.savez(tmp_path / "named.npz", labels=np.arange(3), images=images)

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
-
+import traceback
 from pathlib import Path
 from typing import Callable
 
 from absl import flags
 from absl import logging as absl_logging
 
-from vae_jax.checkpoint import CheckpointMismatchError
 from vae_jax.train import NonFiniteLossError, TrainingInterrupted
 
-# Errors whose message already tells the user what to do: print it, no traceback.
-USER_ERRORS = (
-    ValueError, FileNotFoundError, NotImplementedError, CheckpointMismatchError, NonFiniteLossError,
-    TrainingInterrupted,
-)
+# Errors whose message tells the user what to do, when vae_jax raised them: print it, no traceback.
+# (CheckpointMismatchError is a ValueError.)
+USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError, NonFiniteLossError, TrainingInterrupted)
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def setup_logging() -> None:
@@ -57,10 +55,22 @@ def parse_flags_or_explain(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
+def _raised_by_vae_jax(error: BaseException) -> bool:
+  """Whether the innermost frame of ``error``'s traceback is vae_jax's own code (a message written for users)."""
+  frames = traceback.extract_tb(error.__traceback__)
+  return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE)
+
+
 def run_or_explain(fn: Callable[[], object]) -> object:
-  """Run ``fn``; turn the errors users can act on into a message and exit status 1."""
+  """Run ``fn``; turn the errors users can act on into a message and exit status 1.
+
+  The same kinds of error raised inside a library (numpy, JAX, …) are more
+  likely a bug than a user's mistake: their traceback is printed too.
+  """
   try:
     return fn()
   except USER_ERRORS as e:
+    if not _raised_by_vae_jax(e):
+      traceback.print_exc()
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -232,12 +232,14 @@ class ArraySource:
 
     def __init__(self, path: str | Path):
         self.path = Path(path).expanduser()
+        if self.path.suffix not in (".npy", ".npz"):
+            raise ValueError(f"array file {self.path} must end in .npy or .npz")
+        if not self.path.is_file():
+            raise FileNotFoundError(f"array file {self.path} does not exist; check the path in the data config.")
         if self.path.suffix == ".npy":
             self.images: NpyRows | np.ndarray = NpyRows(self.path)
-        elif self.path.suffix == ".npz":
-            self.images = _array_from_npz(self.path)
         else:
-            raise ValueError(f"array file {self.path} must end in .npy or .npz")
+            self.images = _array_from_npz(self.path)
         _check_images(self.images, self.path)
 
     @property

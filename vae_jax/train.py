@@ -134,6 +134,11 @@ def _optimizer_labels(params: Any) -> Any:
   return {k: jax.tree.map(lambda _, k=k: "prior" if k in PRIOR_PARAMS else "net", v) for k, v in params.items()}
 
 
+def _weight_decayed(params: Any) -> Any:
+  """True for every parameter but a learned likelihood's ``log_scale`` (see ``make_optimizer``)."""
+  return {k: jax.tree.map(lambda _, k=k: k != "log_scale", v) for k, v in params.items()}
+
+
 def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   """Adam(W) with linear warm-up, then cosine decay or constant, and global-norm clipping.
 
@@ -158,9 +163,9 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> opta
       lr = optax.join_schedules([optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup), lr], [warmup])
   else:
     raise ValueError(f"Unknown config.opt.schedule {opt_cfg.schedule!r}; choose cosine or constant.")
-  decayed = lambda params: {k: jax.tree.map(lambda _, k=k: k != "log_scale", v) for k, v in params.items()}  # noqa: E731
   net = optax.chain(
-      optax.clip_by_global_norm(opt_cfg.grad_clip), optax.adamw(lr, weight_decay=opt_cfg.weight_decay, mask=decayed)
+      optax.clip_by_global_norm(opt_cfg.grad_clip),
+      optax.adamw(lr, weight_decay=opt_cfg.weight_decay, mask=_weight_decayed),
   )
   prior = optax.adam(opt_cfg.get("prior_learning_rate", 1e-2))
   return optax.multi_transform({"net": net, "prior": prior}, _optimizer_labels)

@@ -23,22 +23,25 @@ def _mlp(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
 
 
 def _conv(cfg: ml_collections.ConfigDict, image_shape: ImageShape):
-  encoder_layers = {f"encoder_{n}": tuple(cfg[f"encoder_{n}"]) for n in ("channels", "kernels", "strides", "paddings")}
-  decoder_layers = {
-      "decoder_channels + the image's": tuple(cfg.decoder_channels) + (image_shape[-1],),
-      "decoder_kernels": tuple(cfg.decoder_kernels),
-      "decoder_strides": tuple(cfg.decoder_strides),
-  }
-  for layers in (encoder_layers, decoder_layers):
+  for side, names in (("encoder", ("channels", "kernels", "strides", "paddings")), ("decoder", ("kernels", "strides"))):
+    layers = {f"{side}_{n}": tuple(cfg[f"{side}_{n}"]) for n in names}
+    if side == "decoder":  # its channels leave out the last layer's, the image's
+      layers["decoder_channels"] = tuple(cfg.decoder_channels) + ("image",)
     if len({len(v) for v in layers.values()}) > 1:
       raise ValueError(f"config.model needs one entry per layer in each of {layers}.")
   size = conv_encoder_geometry(image_shape[0], cfg.encoder_kernels, cfg.encoder_strides, cfg.encoder_paddings)
-  encoder = ConvEncoder(**{k.removeprefix("encoder_"): v for k, v in encoder_layers.items()}, latent_dim=cfg.latent_dim)
+  encoder = ConvEncoder(
+      channels=tuple(cfg.encoder_channels),
+      kernels=tuple(cfg.encoder_kernels),
+      strides=tuple(cfg.encoder_strides),
+      paddings=tuple(cfg.encoder_paddings),
+      latent_dim=cfg.latent_dim,
+  )
   decoder = ConvDecoder(
       start_shape=(size, size, cfg.encoder_channels[-1]),
-      channels=decoder_layers["decoder_channels + the image's"],
-      kernels=decoder_layers["decoder_kernels"],
-      strides=decoder_layers["decoder_strides"],
+      channels=tuple(cfg.decoder_channels) + (image_shape[-1],),
+      kernels=tuple(cfg.decoder_kernels),
+      strides=tuple(cfg.decoder_strides),
       image_shape=image_shape,
   )
   return encoder, decoder

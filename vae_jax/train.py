@@ -398,7 +398,7 @@ def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, ke
 
 
 def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
-  """Refuse to resume a workdir whose checkpoints were written with another task, model, image shape, split or averaging.
+  """Refuse to resume a workdir written with another task, model, image shape, split or averaging.
 
   Averaging: a moving average of the parameters kept then but not now, or
   the reverse. Split: ``seed`` and ``data.val_fraction`` choose the held-out

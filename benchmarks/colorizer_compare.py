@@ -23,30 +23,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import jax
+from absl import app, flags
+from flops import device_name
+from ml_collections import config_flags
 
-from flops import device_name  # noqa: E402
-from vae_jax import images  # noqa: E402
-from vae_jax.cli import setup_logging  # noqa: E402
-from vae_jax.colorize import colorizer_task  # noqa: E402
-from vae_jax.data.pipeline import build_dataset, load_images, train_iterator  # noqa: E402
-from vae_jax.train import split_root_key  # noqa: E402
+from vae_jax import images
+from vae_jax.cli import setup_logging
+from vae_jax.colorize import colorizer_task
+from vae_jax.data.pipeline import build_dataset, load_images, train_iterator
+from vae_jax.train import split_root_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs" / "colorizer.py"), "Colouriser config (data, loss, noise, batch).", lock_config=True
+  "config",
+  str(ROOT / "configs" / "colorizer.py"),
+  "Colouriser config (data, loss, noise, batch).",
+  lock_config=True,
 )
-_SECONDS = flags.DEFINE_float("seconds", 240.0, "Training wall time per model, compile and evaluation excluded.")
+_SECONDS = flags.DEFINE_float(
+  "seconds", 240.0, "Training wall time per model, compile and evaluation excluded."
+)
 # The reference does not say which Adam rate it trained StackNN with, so it gets two (its VAE's 1e-4 and
 # Adam's usual 1e-3) and is scored by the better; the small model gets only the config's default.
 _MODELS = flags.DEFINE_list(
-    "models", ["conv", "stacknn:1e-4", "stacknn:1e-3"],
-    "name[:learning_rate] for each run (default rate: the config's).",
+  "models",
+  ["conv", "stacknn:1e-4", "stacknn:1e-3"],
+  "name[:learning_rate] for each run (default rate: the config's).",
 )
-_OUT = flags.DEFINE_string("out_dir", str(ROOT / "runs" / "colorizer_compare"), "Where the held-out grids go.")
+_OUT = flags.DEFINE_string(
+  "out_dir", str(ROOT / "runs" / "colorizer_compare"), "Where the held-out grids go."
+)
 _EVALS = 4  # held-out scores per run, evenly spaced in training time
 
 
@@ -56,12 +64,16 @@ def train_for(config, seconds: float, out_dir: Path) -> dict:
   keys = split_root_key(config.seed)
   val_images = load_images(dataset.val, dataset.preprocess)
   task = colorizer_task(config, dataset, keys, val_images)
-  data_iter = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
+  data_iter = train_iterator(
+    dataset, config.train.batch_size, config.seed, config.data.worker_count
+  )
   state = task.state
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
 
   t0 = time.perf_counter()
-  state, metrics = task.train_step(state, next(data_iter), keys["train"])  # compiles; its time is not counted
+  state, metrics = task.train_step(
+    state, next(data_iter), keys["train"]
+  )  # compiles; its time is not counted
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
 
@@ -75,25 +87,32 @@ def train_for(config, seconds: float, out_dir: Path) -> dict:
       steps += 1
     trained_s += time.perf_counter() - start
     result = task.evaluate(state.params)
-    curve.append({"seconds": round(trained_s, 1), "steps": steps, "psnr_db": round(result["psnr_db"], 3)})
-    print(f"  {config.model.name}: {trained_s:6.1f} s, {steps:5d} steps, held-out colour PSNR "
-          f"{result['psnr_db']:.2f} dB", flush=True)
+    curve.append(
+      {"seconds": round(trained_s, 1), "steps": steps, "psnr_db": round(result["psnr_db"], 3)}
+    )
+    print(
+      f"  {config.model.name}: {trained_s:6.1f} s, {steps:5d} steps, held-out colour PSNR "
+      f"{result['psnr_db']:.2f} dB",
+      flush=True,
+    )
 
   grid = task.pictures(state.params)["colorize"]
-  picture = images.save_png(grid, out_dir / f"{config.model.name}_lr{config.opt.learning_rate:g}.png")
+  picture = images.save_png(
+    grid, out_dir / f"{config.model.name}_lr{config.opt.learning_rate:g}.png"
+  )
   return {
-      "model": config.model.name,
-      "parameters": int(n_params),
-      "learning_rate": config.opt.learning_rate,
-      "compile_s": round(compile_s, 1),
-      "train_s": round(trained_s, 1),
-      "steps": steps,
-      "images_per_s": round((steps - 1) * config.train.batch_size / trained_s, 1),
-      "val_psnr_db": round(result["psnr_db"], 3),
-      "val_grey_psnr_db": round(result["grey_psnr_db"], 3),
-      "val_luminance_mse": result["luminance_mse"],
-      "curve": curve,
-      "picture": str(picture),
+    "model": config.model.name,
+    "parameters": int(n_params),
+    "learning_rate": config.opt.learning_rate,
+    "compile_s": round(compile_s, 1),
+    "train_s": round(trained_s, 1),
+    "steps": steps,
+    "images_per_s": round((steps - 1) * config.train.batch_size / trained_s, 1),
+    "val_psnr_db": round(result["psnr_db"], 3),
+    "val_grey_psnr_db": round(result["grey_psnr_db"], 3),
+    "val_luminance_mse": result["luminance_mse"],
+    "curve": curve,
+    "picture": str(picture),
   }
 
 
@@ -119,20 +138,32 @@ def main(argv):
     results.append(train_for(config, _SECONDS.value, Path(_OUT.value)))
   print()
   for r in results:
-    print(f"{r['model']:8s} {r['parameters']:>11,d} parameters  {r['train_s']:6.1f} s  {r['steps']:5d} steps  "
-          f"{r['images_per_s']:7.1f} img/s  held-out colour PSNR {r['val_psnr_db']:.2f} dB "
-          f"(grey input {r['val_grey_psnr_db']:.2f} dB)")
+    print(
+      f"{r['model']:8s} {r['parameters']:>11,d} parameters  {r['train_s']:6.1f} s  {r['steps']:5d} steps  "
+      f"{r['images_per_s']:7.1f} img/s  held-out colour PSNR {r['val_psnr_db']:.2f} dB "
+      f"(grey input {r['val_grey_psnr_db']:.2f} dB)"
+    )
   best = {}
   for r in results:
     if r["model"] not in best or r["val_psnr_db"] > best[r["model"]]["val_psnr_db"]:
       best[r["model"]] = r
   if {"conv", "stacknn"} <= best.keys():
     conv, stack = best["conv"], best["stacknn"]
-    print(f"stacknn has {stack['parameters'] / conv['parameters']:.0f}× the parameters of conv; in the same "
-          f"training time conv's held-out colour PSNR is {conv['val_psnr_db'] - stack['val_psnr_db']:+.2f} dB "
-          f"against stacknn's best (learning rate {stack['learning_rate']:g}).")
-  print(json.dumps({"source": base.data.source, "batch_size": base.train.batch_size,
-                    "device": device_name(), "results": results}))
+    print(
+      f"stacknn has {stack['parameters'] / conv['parameters']:.0f}× the parameters of conv; in the same "
+      f"training time conv's held-out colour PSNR is {conv['val_psnr_db'] - stack['val_psnr_db']:+.2f} dB "
+      f"against stacknn's best (learning rate {stack['learning_rate']:g})."
+    )
+  print(
+    json.dumps(
+      {
+        "source": base.data.source,
+        "batch_size": base.train.batch_size,
+        "device": device_name(),
+        "results": results,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

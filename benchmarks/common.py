@@ -11,7 +11,12 @@ from vae_jax.config import config_from_file
 ROOT = Path(__file__).resolve().parents[1]
 
 # ``load_config`` overrides that switch a config's on-device augmentation off (the seeds train without any).
-NO_AUGMENTATION = {"data.hflip": False, "data.max_shift": 0.0, "data.max_rotation": 0.0, "data.max_zoom": 0.0}
+NO_AUGMENTATION = {
+  "data.hflip": False,
+  "data.max_shift": 0.0,
+  "data.max_rotation": 0.0,
+  "data.max_zoom": 0.0,
+}
 
 
 def load_config(name: str, overrides: dict | None = None) -> ml_collections.ConfigDict:

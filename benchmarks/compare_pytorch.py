@@ -69,45 +69,57 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU with PyTorch
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+import jax
+import numpy as np
+from absl import app, flags
+from common import NO_AUGMENTATION, load_config
+from flops import device_name, matmul_peak_gflops, step_flops
 
-from common import NO_AUGMENTATION, load_config  # noqa: E402
-from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
-from vae_jax.colorize import GreyInput, create_colorizer_state, make_colorizer_step  # noqa: E402
-from vae_jax.models import build_model  # noqa: E402
-from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer  # noqa: E402
-from vae_jax.train import (  # noqa: E402
-    create_train_state, keeps_ema, make_optimizer, make_train_step, steps_per_dispatch,
+from vae_jax.colorize import GreyInput, create_colorizer_state, make_colorizer_step
+from vae_jax.models import build_model
+from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer
+from vae_jax.train import (
+  create_train_state,
+  keeps_ema,
+  make_optimizer,
+  make_train_step,
+  steps_per_dispatch,
 )
 
 INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
 
-_MODELS = flags.DEFINE_list("models", ["mlp", "conv", "stacknn", "galaxy", "galaxy_k2"], "Which pairs to time.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Alternating timing windows per side; the median is reported.")
+_MODELS = flags.DEFINE_list(
+  "models", ["mlp", "conv", "stacknn", "galaxy", "galaxy_k2"], "Which pairs to time."
+)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 5, "Alternating timing windows per side; the median is reported."
+)
 _WINDOW = flags.DEFINE_float("window_s", 2.0, "Approximate length of one timing window.")
 _BATCH = flags.DEFINE_integer(
-    "batch_size", 0, "One batch size for every pair (0: each config's); e.g. 64 for the galaxy on a GPU."
+  "batch_size",
+  0,
+  "One batch size for every pair (0: each config's); e.g. 64 for the galaxy on a GPU.",
 )
 _GALAXY_CHANNELS = flags.DEFINE_list(
-    "galaxy_channels", [], "A channel plan for both galaxy pairs (both sides), e.g. 8,16,32,64; default: the config's."
+  "galaxy_channels",
+  [],
+  "A channel plan for both galaxy pairs (both sides), e.g. 8,16,32,64; default: the config's.",
 )
 
 # name -> (config file, overrides); the JAX side of every pair.
 PAIRS = {
-    "mlp": ("faces_mlp", NO_AUGMENTATION),
-    "conv": ("faces_conv", NO_AUGMENTATION),
-    "stacknn": ("colorizer", {"model.name": "stacknn", **NO_AUGMENTATION}),
-    "galaxy": ("galaxy", NO_AUGMENTATION),
-    "galaxy_k2": ("galaxy", NO_AUGMENTATION),
+  "mlp": ("faces_mlp", NO_AUGMENTATION),
+  "conv": ("faces_conv", NO_AUGMENTATION),
+  "stacknn": ("colorizer", {"model.name": "stacknn", **NO_AUGMENTATION}),
+  "galaxy": ("galaxy", NO_AUGMENTATION),
+  "galaxy_k2": ("galaxy", NO_AUGMENTATION),
 }
 
 
@@ -120,11 +132,19 @@ def torch_models(torch):
   class SeedMLP(nn.Module):
     def __init__(self, pixels: int, z: int):
       super().__init__()
-      self.encoder = nn.Sequential(nn.Linear(pixels, 512), nn.ReLU(True), nn.Linear(512, 96), nn.ReLU(True),
-                                   nn.Linear(96, 25))
+      self.encoder = nn.Sequential(
+        nn.Linear(pixels, 512), nn.ReLU(True), nn.Linear(512, 96), nn.ReLU(True), nn.Linear(96, 25)
+      )
       self.fcmu, self.fcvar = nn.Linear(25, z), nn.Linear(25, z)
-      self.decoder = nn.Sequential(nn.Linear(z, 25), nn.ReLU(True), nn.Linear(25, 96), nn.ReLU(True),
-                                   nn.Linear(96, 512), nn.ReLU(True), nn.Linear(512, pixels))
+      self.decoder = nn.Sequential(
+        nn.Linear(z, 25),
+        nn.ReLU(True),
+        nn.Linear(25, 96),
+        nn.ReLU(True),
+        nn.Linear(96, 512),
+        nn.ReLU(True),
+        nn.Linear(512, pixels),
+      )
 
     def forward(self, x):
       h = self.encoder(x.flatten(1))
@@ -135,12 +155,22 @@ def torch_models(torch):
   class SeedConv(nn.Module):
     def __init__(self, z: int):
       super().__init__()
-      self.encoder = nn.Sequential(nn.Conv2d(1, 10, 5), nn.ReLU(True), nn.MaxPool2d(2, 2),
-                                   nn.Conv2d(10, 5, 5, stride=2, padding=1), nn.ReLU(True), nn.MaxPool2d(2, 2))
+      self.encoder = nn.Sequential(
+        nn.Conv2d(1, 10, 5),
+        nn.ReLU(True),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(10, 5, 5, stride=2, padding=1),
+        nn.ReLU(True),
+        nn.MaxPool2d(2, 2),
+      )
       self.fcmu, self.fcvar, self.fc2 = nn.Linear(45, z), nn.Linear(45, z), nn.Linear(z, 45)
-      self.decode_conv = nn.Sequential(nn.ConvTranspose2d(5, 10, 4, stride=2), nn.ReLU(),
-                                       nn.ConvTranspose2d(10, 3, 6, stride=3), nn.ReLU(),
-                                       nn.ConvTranspose2d(3, 1, 4, stride=1))
+      self.decode_conv = nn.Sequential(
+        nn.ConvTranspose2d(5, 10, 4, stride=2),
+        nn.ReLU(),
+        nn.ConvTranspose2d(10, 3, 6, stride=3),
+        nn.ReLU(),
+        nn.ConvTranspose2d(3, 1, 4, stride=1),
+      )
 
     def forward(self, x):
       h = self.encoder(x).flatten(1)
@@ -151,7 +181,9 @@ def torch_models(torch):
   class SeedFCN(nn.Module):
     """Four stride-2 convolutions (channels growing), heads on the flattened map, mirrored upsampling, tanh."""
 
-    def __init__(self, size: int, channels: tuple, z: int, kernel: int, up_neighbourhoods: tuple = ()):
+    def __init__(
+      self, size: int, channels: tuple, z: int, kernel: int, up_neighbourhoods: tuple = ()
+    ):
       """``up_neighbourhoods`` (kernel 2 only): n > 1 makes that upsampling an n×n conv + PixelShuffle, as vae_jax."""
       super().__init__()
       pad = (kernel - 2) // 2
@@ -168,7 +200,10 @@ def torch_models(torch):
       sizes = tuple(up_neighbourhoods) or (1,) * len(channels)
       for i, (c_in, c_out) in enumerate(zip(rev[:-1], rev[1:])):
         if sizes[i] > 1:
-          dec += [nn.Conv2d(c_in, 4 * c_out, sizes[i], padding="same"), nn.PixelShuffle(2)]  # XLA's SAME padding
+          dec += [
+            nn.Conv2d(c_in, 4 * c_out, sizes[i], padding="same"),
+            nn.PixelShuffle(2),
+          ]  # XLA's SAME padding
         else:
           dec.append(nn.ConvTranspose2d(c_in, c_out, kernel, stride=2, padding=pad))
         if i < len(rev) - 2:
@@ -185,9 +220,13 @@ def torch_models(torch):
   class StackNN(nn.Module):
     def __init__(self, size: int):
       super().__init__()
-      self.remap = nn.Sequential(nn.ConvTranspose2d(1, 10, 5, stride=2), nn.ReLU(), nn.Conv2d(10, 5, 5), nn.ReLU())
+      self.remap = nn.Sequential(
+        nn.ConvTranspose2d(1, 10, 5, stride=2), nn.ReLU(), nn.Conv2d(10, 5, 5), nn.ReLU()
+      )
       remapped = 2 * size + 3 - 4  # ConvT k5 s2 then Conv k5
-      self.fc = nn.Sequential(nn.Linear(5 * remapped**2, 5 * size * size), nn.Linear(5 * size * size, 3 * size * size))
+      self.fc = nn.Sequential(
+        nn.Linear(5 * remapped**2, 5 * size * size), nn.Linear(5 * size * size, 3 * size * size)
+      )
       self.size = size
 
     def forward(self, x):
@@ -224,7 +263,9 @@ def torch_colorizer_step(torch, model, config, rgb01):
   def step():
     opt.zero_grad(set_to_none=True)
     out = model(grey + config.colorizer.input_noise * torch.randn_like(grey))
-    loss = ((out - rgb01) ** 2).mean() + config.loss.luminance_weight * (((out * luma).sum(1, keepdim=True) - grey) ** 2).mean()
+    loss = ((out - rgb01) ** 2).mean() + config.loss.luminance_weight * (
+      ((out * luma).sum(1, keepdim=True) - grey) ** 2
+    ).mean()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.opt.grad_clip)
     opt.step()
@@ -236,7 +277,12 @@ def torch_colorizer_step(torch, model, config, rgb01):
 def build_torch(torch, name: str, config, images_uint8: np.ndarray, device: str) -> Callable:
   """The seed model's train step for pair ``name`` on ``device`` ("cpu" or "cuda"), on a fixed batch."""
   SeedMLP, SeedConv, SeedFCN, StackNN = torch_models(torch)
-  x01 = torch.from_numpy(images_uint8.astype(np.float32) / 255.0).permute(0, 3, 1, 2).contiguous().to(device)
+  x01 = (
+    torch.from_numpy(images_uint8.astype(np.float32) / 255.0)
+    .permute(0, 3, 1, 2)
+    .contiguous()
+    .to(device)
+  )
   size, z = config.data.image_size, config.model.get("latent_dim", 0)
   if name == "mlp":
     model, make_step = SeedMLP(size * size * config.data.channels, z), torch_vae_step
@@ -245,8 +291,13 @@ def build_torch(torch, name: str, config, images_uint8: np.ndarray, device: str)
   elif name == "galaxy":
     model, make_step = SeedFCN(size, tuple(config.model.channels), z, kernel=4), torch_vae_step
   elif name == "galaxy_k2":
-    model = SeedFCN(size, tuple(config.model.channels), z, kernel=2,
-                    up_neighbourhoods=tuple(config.model.get("up_neighbourhoods", ())))
+    model = SeedFCN(
+      size,
+      tuple(config.model.channels),
+      z,
+      kernel=2,
+      up_neighbourhoods=tuple(config.model.get("up_neighbourhoods", ())),
+    )
     make_step = torch_vae_step
   elif name == "stacknn":
     model, make_step = StackNN(size), torch_colorizer_step
@@ -275,7 +326,9 @@ def build_jax(name: str, config, images_uint8: np.ndarray):
     make_step, extra = (lambda cfg: make_colorizer_step(model, cfg, GreyInput())), (None,)
   else:
     model = build_model(config.model, config.loss, shape)
-    state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=keeps_ema(config.train))
+    state = create_train_state(
+      model, tx, shape, jax.random.key(0), keep_ema=keeps_ema(config.train)
+    )
     make_step, extra = (lambda cfg: make_train_step(model, cfg)), ()
   one_step = config.copy_and_resolve_references()
   one_step.train.steps_per_dispatch = 1
@@ -317,7 +370,9 @@ def steps_for_window(run: Callable, block: Callable, window_s: float) -> int:
   return max(2, int(window_s / max(probe / 2, 1e-6)))
 
 
-def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float, device: str) -> dict:
+def compare(
+  torch, name: str, repeats: int, window_s: float, peak_gflops: float, device: str
+) -> dict:
   config = load_config(*PAIRS[name])
   if name.startswith("galaxy") and _GALAXY_CHANNELS.value:
     config.model.channels = tuple(int(c) for c in _GALAXY_CHANNELS.value)
@@ -338,50 +393,65 @@ def compare(torch, name: str, repeats: int, window_s: float, peak_gflops: float,
     def run():
       torch.set_num_threads(threads)
       return torch_step()
+
     return run
 
   default_threads = torch.get_num_threads()
   # side -> variant -> step thunk; PyTorch on CPU is synchronous, so blocking is a no-op for it there.
   if device == "cpu":
-    torch_side = ({f"{n}_threads": torch_at(n) for n in range(1, default_threads + 1)}, lambda out: out)
+    torch_side = (
+      {f"{n}_threads": torch_at(n) for n in range(1, default_threads + 1)},
+      lambda out: out,
+    )
     torch_default = f"{default_threads}_threads"
   else:
     torch_side, torch_default = ({device: torch_step}, lambda out: torch.cuda.synchronize()), device
   sides = {"jax": ({"default": jax_run}, jax.block_until_ready), "torch": torch_side}
-  steps = {(side, v): steps_for_window(run, block, window_s) for side, (runs, block) in sides.items()
-           for v, run in runs.items()}
+  steps = {
+    (side, v): steps_for_window(run, block, window_s)
+    for side, (runs, block) in sides.items()
+    for v, run in runs.items()
+  }
   images_per_call = {"jax": steps_per_dispatch(config.train) * batch, "torch": batch}
   rates = {key: [] for key in steps}
   for _ in range(repeats):  # alternate every variant of both sides within each repeat
     for side, (runs, block) in sides.items():
       for v, run in runs.items():
-        rates[side, v].append(steps[side, v] * images_per_call[side] / time_window(run, block, steps[side, v]))
+        rates[side, v].append(
+          steps[side, v] * images_per_call[side] / time_window(run, block, steps[side, v])
+        )
   torch.set_num_threads(default_threads)
   median = {key: statistics.median(r) for key, r in rates.items()}
-  best = {side: max(runs, key=lambda v, side=side: median[side, v]) for side, (runs, _) in sides.items()}
+  best = {
+    side: max(runs, key=lambda v, side=side: median[side, v]) for side, (runs, _) in sides.items()
+  }
   jax_ips, torch_ips = median["jax", best["jax"]], median["torch", best["torch"]]
   jax_gflops = jax_flops / batch * jax_ips / 1e9
   result = {
-      "jax_images_per_s": round(jax_ips, 1),
-      "torch_images_per_s": round(torch_ips, 1),
-      "ratio": round(jax_ips / torch_ips, 2),
-      "batch_size": batch,
-      "image_shape": list(shape),
-      **({"channels": list(config.model.channels)} if "channels" in config.model else {}),
-      "jax_mflop_per_image": round(jax_flops / batch / 1e6, 2),
-      "torch_mflop_per_image": round(t_flops / batch / 1e6, 2),
-      "jax_gflop_per_s": round(jax_gflops, 2),
-      "torch_gflop_per_s": round(t_flops / batch * torch_ips / 1e9, 2),
-      "jax_fraction_of_matmul_peak": round(jax_gflops / peak_gflops, 3),
-      "jax_compile_s": round(compile_s, 1),
-      "torch_best": best["torch"],
-      "default_settings_ratio": round(median["jax", "default"] / median["torch", torch_default], 2),
-      "window_images_per_s": {f"{side}/{v}": [round(r, 1) for r in rs] for (side, v), rs in rates.items()},
+    "jax_images_per_s": round(jax_ips, 1),
+    "torch_images_per_s": round(torch_ips, 1),
+    "ratio": round(jax_ips / torch_ips, 2),
+    "batch_size": batch,
+    "image_shape": list(shape),
+    **({"channels": list(config.model.channels)} if "channels" in config.model else {}),
+    "jax_mflop_per_image": round(jax_flops / batch / 1e6, 2),
+    "torch_mflop_per_image": round(t_flops / batch / 1e6, 2),
+    "jax_gflop_per_s": round(jax_gflops, 2),
+    "torch_gflop_per_s": round(t_flops / batch * torch_ips / 1e9, 2),
+    "jax_fraction_of_matmul_peak": round(jax_gflops / peak_gflops, 3),
+    "jax_compile_s": round(compile_s, 1),
+    "torch_best": best["torch"],
+    "default_settings_ratio": round(median["jax", "default"] / median["torch", torch_default], 2),
+    "window_images_per_s": {
+      f"{side}/{v}": [round(r, 1) for r in rs] for (side, v), rs in rates.items()
+    },
   }
-  print(f"{name:9s} jax {jax_ips:9.1f} img/s ({jax_gflops:6.1f} GFLOP/s, {result['jax_fraction_of_matmul_peak']:.0%} "
-        f"of peak)  torch {torch_ips:9.1f} img/s ({result['torch_gflop_per_s']:6.1f} GFLOP/s, "
-        f"{best['torch']})  ratio {result['ratio']:.2f} (default settings: {result['default_settings_ratio']:.2f})",
-        flush=True)
+  print(
+    f"{name:9s} jax {jax_ips:9.1f} img/s ({jax_gflops:6.1f} GFLOP/s, {result['jax_fraction_of_matmul_peak']:.0%} "
+    f"of peak)  torch {torch_ips:9.1f} img/s ({result['torch_gflop_per_s']:6.1f} GFLOP/s, "
+    f"{best['torch']})  ratio {result['ratio']:.2f} (default settings: {result['default_settings_ratio']:.2f})",
+    flush=True,
+  )
   return result
 
 
@@ -403,20 +473,33 @@ def main(argv):
     # XLA's f32 dots and convolutions on a GPU run as TF32 by default; PyTorch's convolutions do, its matmuls too now.
     torch.set_float32_matmul_precision("high")
   else:
-    print(f"JAX runs on {jax.default_backend()} but this PyTorch has no CUDA: install a CUDA build of torch, "
-          "or compare on the CPU with JAX_PLATFORMS=cpu.")
+    print(
+      f"JAX runs on {jax.default_backend()} but this PyTorch has no CUDA: install a CUDA build of torch, "
+      "or compare on the CPU with JAX_PLATFORMS=cpu."
+    )
     return 1
   peak = matmul_peak_gflops()
   threads = f" with {torch.get_num_threads()} threads" if device == "cpu" else ""
-  print(f"jax {jax.__version__} on {device_name()} ({len(jax.devices())} device(s)), "
-        f"torch {torch.__version__} on {device}{threads}; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s",
-        flush=True)
-  results = {name: compare(torch, name, _REPEATS.value, _WINDOW.value, peak, device) for name in _MODELS.value}
+  print(
+    f"jax {jax.__version__} on {device_name()} ({len(jax.devices())} device(s)), "
+    f"torch {torch.__version__} on {device}{threads}; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s",
+    flush=True,
+  )
+  results = {
+    name: compare(torch, name, _REPEATS.value, _WINDOW.value, peak, device)
+    for name in _MODELS.value
+  }
   peak_after = matmul_peak_gflops()
-  if peak_after > peak:  # a busy machine lowers the measured peak: keep the higher, rescale the fractions
+  if (
+    peak_after > peak
+  ):  # a busy machine lowers the measured peak: keep the higher, rescale the fractions
     for r in results.values():
-      r["jax_fraction_of_matmul_peak"] = round(r["jax_fraction_of_matmul_peak"] * peak / peak_after, 3)
-  print(f"matmul peak measured again at the end: {peak_after:.1f} GFLOP/s; fractions use the higher of the two.")
+      r["jax_fraction_of_matmul_peak"] = round(
+        r["jax_fraction_of_matmul_peak"] * peak / peak_after, 3
+      )
+  print(
+    f"matmul peak measured again at the end: {peak_after:.1f} GFLOP/s; fractions use the higher of the two."
+  )
   results["matmul_peak_gflop_per_s"] = round(max(peak, peak_after), 1)
   results["device"] = device_name()
   print(json.dumps(results))

@@ -26,27 +26,31 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from absl import app, flags  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from common import ROOT, load_config
+from tensorboardX import SummaryWriter
 
-from common import ROOT, load_config  # noqa: E402
-from vae_jax import images, losses  # noqa: E402
-from vae_jax.data.pipeline import build_dataset, load_images  # noqa: E402
-from vae_jax.train import split_root_key, vae_task  # noqa: E402
+from vae_jax import images, losses
+from vae_jax.data.pipeline import build_dataset, load_images
+from vae_jax.train import split_root_key, vae_task
 
 _CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py, a VAE config.")
 _SOURCE = flags.DEFINE_string(
-    "source", f"folder:{ROOT.parent / 'shared' / 'data' / 'galaxy_zoo' / 'train'}", "config.data.source."
+  "source",
+  f"folder:{ROOT.parent / 'shared' / 'data' / 'galaxy_zoo' / 'train'}",
+  "config.data.source.",
 )
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timings per part after one warm-up call; the best is reported.")
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 3, "Timings per part after one warm-up call; the best is reported."
+)
 
 
 def best_seconds(run: Callable, repeats: int) -> float:
@@ -72,7 +76,9 @@ def main(argv):
     writer = SummaryWriter(str(tmp / "tensorboard"))
     batch = val[: config.train.eval_batch_size]
     likelihood = jax.jit(losses.discretized_gaussian_log_prob)
-    near = jnp.clip(losses.to_unit(batch) + 0.05 * jax.random.normal(jax.random.key(0), batch.shape), 0.0, 1.0)
+    near = jnp.clip(
+      losses.to_unit(batch) + 0.05 * jax.random.normal(jax.random.key(0), batch.shape), 0.0, 1.0
+    )
     log_scale = jnp.log(config.loss.scale)
     state, train_batch = task.state, val[: config.train.batch_size]
 
@@ -83,22 +89,33 @@ def main(argv):
 
     eval_batches = math.ceil(len(val) / config.train.eval_batch_size)
     parts = {
-        "evaluate": lambda: task.evaluate(params),
-        "likelihood": lambda: [likelihood(batch, near, log_scale) for _ in range(eval_batches)][-1],
-        "grids": lambda: task.pictures(params),
-        "png": lambda: [images.save_png(g, tmp / f"{name}.png") for name, g in grids.items()],
-        "tensorboard": lambda: [writer.add_image(name, g, 0, dataformats="HWC") for name, g in grids.items()],
-        "train step": train_step,
+      "evaluate": lambda: task.evaluate(params),
+      "likelihood": lambda: [likelihood(batch, near, log_scale) for _ in range(eval_batches)][-1],
+      "grids": lambda: task.pictures(params),
+      "png": lambda: [images.save_png(g, tmp / f"{name}.png") for name, g in grids.items()],
+      "tensorboard": lambda: [
+        writer.add_image(name, g, 0, dataformats="HWC") for name, g in grids.items()
+      ],
+      "train step": train_step,
     }
     seconds = {name: best_seconds(run, _REPEATS.value) for name, run in parts.items()}
     writer.close()
   step_s = seconds["train step"]
-  print(f"{_CONFIG.value}: {len(val)} held-out images of {val.shape[1:]}, eval batch {config.train.eval_batch_size}; "
-        f"grids {', '.join(f'{n} {g.shape[1]}×{g.shape[0]}' for n, g in grids.items())}")
+  print(
+    f"{_CONFIG.value}: {len(val)} held-out images of {val.shape[1:]}, eval batch {config.train.eval_batch_size}; "
+    f"grids {', '.join(f'{n} {g.shape[1]}×{g.shape[0]}' for n, g in grids.items())}"
+  )
   for name, s in seconds.items():
     print(f"  {name:12s} {s:7.3f} s  ({s / step_s:5.1f} train steps)")
-  print(json.dumps({"config": _CONFIG.value, "held_out_images": len(val), "seconds": {
-      k: round(v, 3) for k, v in seconds.items()}}))
+  print(
+    json.dumps(
+      {
+        "config": _CONFIG.value,
+        "held_out_images": len(val),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-
 
 # CPU features that decide which kernels XLA and PyTorch pick: AMX runs bf16 matmuls several times faster
 # than AVX-512's bf16 dot products. "2-core CPU" machines here have been both Intel with AMX and AMD without.

@@ -31,7 +31,9 @@ from vae_jax.data.npyfile import create_npy, write_rows  # noqa: E402
 from vae_jax.data.synthetic import SyntheticGalaxies  # noqa: E402
 
 _GIGABYTES = flags.DEFINE_float("gigabytes", 4.3, "Size of the decoded dataset (10^9 bytes).")
-_DIR = flags.DEFINE_string("dir", tempfile.gettempdir(), "Where to write it (needs that much free space).")
+_DIR = flags.DEFINE_string(
+  "dir", tempfile.gettempdir(), "Where to write it (needs that much free space)."
+)
 _SIZE, _BATCH = 64, 256
 
 _MMAP_PASS = """
@@ -65,7 +67,9 @@ def write_dataset(path: Path, count: int) -> None:
   with open(path, "r+b") as f:
     for start in range(0, count, 1024):
       n = min(1024, count - start)
-      chunk = base[rng.integers(0, len(base), n)] * rng.uniform(0.6, 1.2, (n, 1, 1, 1)).astype(np.float32)
+      chunk = base[rng.integers(0, len(base), n)] * rng.uniform(0.6, 1.2, (n, 1, 1, 1)).astype(
+        np.float32
+      )
       chunk = np.where(rng.random((n, 1, 1, 1)) < 0.5, chunk, chunk[:, :, ::-1])
       write_rows(f.fileno(), offset, start, np.clip(chunk, 0, 255).astype(np.uint8))
 
@@ -76,32 +80,52 @@ def main(argv):
   nbytes = count * _SIZE * _SIZE * 3
   free = shutil.disk_usage(_DIR.value).free
   if free < nbytes * 1.2 + 2e9:
-    raise SystemExit(f"{_DIR.value} has {free / 1e9:.1f} GB free; this needs {nbytes * 1.2 / 1e9 + 2:.1f} GB.")
+    raise SystemExit(
+      f"{_DIR.value} has {free / 1e9:.1f} GB free; this needs {nbytes * 1.2 / 1e9 + 2:.1f} GB."
+    )
   work = Path(tempfile.mkdtemp(prefix="vae_jax_large_", dir=_DIR.value))
   try:
     start = time.perf_counter()
     write_dataset(work / "galaxies.npy", count)
-    print(f"wrote {count} images of {_SIZE}×{_SIZE}×3 = {nbytes / 1e9:.2f} GB in {time.perf_counter() - start:.0f} s "
-          f"({work / 'galaxies.npy'})", flush=True)
+    print(
+      f"wrote {count} images of {_SIZE}×{_SIZE}×3 = {nbytes / 1e9:.2f} GB in {time.perf_counter() - start:.0f} s "
+      f"({work / 'galaxies.npy'})",
+      flush=True,
+    )
 
     steps = int(count * 0.99) // _BATCH  # one epoch of the training split
     cmd = [
-        sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}",
-        f"--workdir={work / 'run'}", f"--config.data.source=npz:{work / 'galaxies.npy'}",
-        f"--config.data.image_size={_SIZE}", "--config.data.channels=3", "--config.data.val_fraction=0.01",
-        "--config.model.encoder_hidden=(128, 32)", "--config.model.decoder_hidden=(32, 128)",
-        f"--config.train.batch_size={_BATCH}", f"--config.train.steps={steps}", "--config.train.log_every=100",
-        f"--config.train.eval_every={steps}", f"--config.train.ckpt_every={steps}", "--config.train.max_eval_images=1000",
+      sys.executable,
+      str(ROOT / "bin" / "train.py"),
+      f"--config={ROOT / 'configs' / 'faces_mlp.py'}",
+      f"--workdir={work / 'run'}",
+      f"--config.data.source=npz:{work / 'galaxies.npy'}",
+      f"--config.data.image_size={_SIZE}",
+      "--config.data.channels=3",
+      "--config.data.val_fraction=0.01",
+      "--config.model.encoder_hidden=(128, 32)",
+      "--config.model.decoder_hidden=(32, 128)",
+      f"--config.train.batch_size={_BATCH}",
+      f"--config.train.steps={steps}",
+      "--config.train.log_every=100",
+      f"--config.train.eval_every={steps}",
+      f"--config.train.ckpt_every={steps}",
+      "--config.train.max_eval_images=1000",
     ]
     start = time.perf_counter()
     train_rss = peak_rss_gib(cmd)
     seconds = time.perf_counter() - start
-    print(f"trained {steps} steps of {_BATCH} (one epoch, {steps * _BATCH} images, {steps * _BATCH * _SIZE * _SIZE * 3 / 1e9:.2f} GB "
-          f"read) in {seconds:.0f} s: peak RSS {train_rss:.2f} GiB", flush=True)
+    print(
+      f"trained {steps} steps of {_BATCH} (one epoch, {steps * _BATCH} images, {steps * _BATCH * _SIZE * _SIZE * 3 / 1e9:.2f} GB "
+      f"read) in {seconds:.0f} s: peak RSS {train_rss:.2f} GiB",
+      flush=True,
+    )
 
     mmap_rss = peak_rss_gib([sys.executable, "-c", _MMAP_PASS, str(work / "galaxies.npy")])
     print(f"for comparison, one pass over np.load(mmap_mode='r'): peak RSS {mmap_rss:.2f} GiB")
-    print(f"this process (writing the data): peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    print(
+      f"this process (writing the data): peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
   finally:
     shutil.rmtree(work, ignore_errors=True)
     print(f"removed {work}")

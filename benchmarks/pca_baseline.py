@@ -21,18 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import tqdm  # noqa: E402
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import numpy as np
+import tqdm
+from absl import app, flags
+from ml_collections import config_flags
 
-from vae_jax.data.pipeline import build_dataset, load_images  # noqa: E402
-from vae_jax.losses import psnr_of_mse  # noqa: E402
+from vae_jax.data.pipeline import build_dataset, load_images
+from vae_jax.losses import psnr_of_mse
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _K = flags.DEFINE_integer("components", None, "PCA components (default: the config's latent_dim).")
 _SUBSPACES = flags.DEFINE_integer(
-    "subspaces", 0, "Also fit this many local PCAs (k-subspaces) and report their best-of PSNR (0: off).")
+  "subspaces",
+  0,
+  "Also fit this many local PCAs (k-subspaces) and report their best-of PSNR (0: off).",
+)
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
@@ -98,8 +101,9 @@ def _best_of(x: np.ndarray, fits: list) -> tuple[np.ndarray, np.ndarray]:
   return best, mse
 
 
-def local_pca_psnr(train: np.ndarray, val: np.ndarray, k: int, subspaces: int, iterations: int = 15,
-                   seed: int = 0) -> dict[str, float]:
+def local_pca_psnr(
+  train: np.ndarray, val: np.ndarray, k: int, subspaces: int, iterations: int = 15, seed: int = 0
+) -> dict[str, float]:
   """Train and val PSNR (per-image mean and pooled) of k-subspaces: each image projected on the best of
   `subspaces` local k-PCAs.
 
@@ -111,11 +115,17 @@ def local_pca_psnr(train: np.ndarray, val: np.ndarray, k: int, subspaces: int, i
   x, y = _flat(train), _flat(val)
   labels = np.random.default_rng(seed).integers(0, subspaces, len(x))
   for _ in tqdm.trange(iterations, desc=f"{subspaces} subspaces", unit="iteration", leave=False):
-    fits = [_fit_pca(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k) for c in range(subspaces)]
+    fits = [
+      _fit_pca(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k) for c in range(subspaces)
+    ]
     labels, train_mse = _best_of(x, fits)
   _, val_mse = _best_of(y, fits)
-  return {"local_pca_psnr_db": _db(val_mse), "local_pca_pooled_psnr_db": _db(val_mse, pooled=True),
-          "local_pca_train_psnr_db": _db(train_mse), "local_pca_train_pooled_psnr_db": _db(train_mse, pooled=True)}
+  return {
+    "local_pca_psnr_db": _db(val_mse),
+    "local_pca_pooled_psnr_db": _db(val_mse, pooled=True),
+    "local_pca_train_psnr_db": _db(train_mse),
+    "local_pca_train_pooled_psnr_db": _db(train_mse, pooled=True),
+  }
 
 
 def main(argv):

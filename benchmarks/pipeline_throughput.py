@@ -38,16 +38,32 @@ from vae_jax.config import config_from_file  # noqa: E402
 from vae_jax.data.pipeline import Dataset, build_dataset, source_from_config, train_iterator  # noqa: E402
 from vae_jax.models import build_model  # noqa: E402
 from vae_jax.train import (  # noqa: E402
-    create_train_state, keeps_ema, make_optimizer, make_train_step, split_root_key,
+  create_train_state,
+  keeps_ema,
+  make_optimizer,
+  make_train_step,
+  split_root_key,
 )
 
 SHARED = ROOT.parent / "shared" / "data"
-_CONFIGS = flags.DEFINE_list("configs", ["faces_mlp", "faces_conv", "galaxy"], "Config files in configs/ to measure.")
-_FACES = flags.DEFINE_string("faces", str(SHARED / "anime_faces_96" / "faces"), "Folder of face images.")
-_GALAXIES = flags.DEFINE_string("galaxies", str(SHARED / "galaxy_zoo" / "train"), "Folder of galaxy images.")
-_STREAM_BATCHES = flags.DEFINE_integer("stream_batches", 300, "Batches timed per stream measurement.")
-_STEP_SECONDS = flags.DEFINE_float("step_seconds", 3.0, "Seconds of train steps per timing (after compiling).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Repeats of each timing; the median is reported (the machine is shared).")
+_CONFIGS = flags.DEFINE_list(
+  "configs", ["faces_mlp", "faces_conv", "galaxy"], "Config files in configs/ to measure."
+)
+_FACES = flags.DEFINE_string(
+  "faces", str(SHARED / "anime_faces_96" / "faces"), "Folder of face images."
+)
+_GALAXIES = flags.DEFINE_string(
+  "galaxies", str(SHARED / "galaxy_zoo" / "train"), "Folder of galaxy images."
+)
+_STREAM_BATCHES = flags.DEFINE_integer(
+  "stream_batches", 300, "Batches timed per stream measurement."
+)
+_STEP_SECONDS = flags.DEFINE_float(
+  "step_seconds", 3.0, "Seconds of train steps per timing (after compiling)."
+)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 3, "Repeats of each timing; the median is reported (the machine is shared)."
+)
 
 
 def _config(name: str, cache_dir: str):
@@ -70,8 +86,19 @@ next(train_iterator(build_dataset(config), config.train.batch_size, seed=0, shar
 def _fresh_process_seconds(name: str, config) -> float:
   """Wall time of a new Python process that finds the cache and delivers its first batch."""
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(ROOT / "configs" / f"{name}.py"), config.data.source,
-                  config.data.cache_dir], check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      _FRESH_PROCESS,
+      str(ROOT / "configs" / f"{name}.py"),
+      config.data.source,
+      config.data.cache_dir,
+    ],
+    check=True,
+    capture_output=True,
+    env={**os.environ, "PYTHONPATH": str(ROOT)},
+  )
   return time.perf_counter() - start
 
 
@@ -99,10 +126,17 @@ def _stream_rate(dataset: Dataset, batch_size: int, batches: int, repeats: int) 
 def _step_rate(config, dataset: Dataset, seconds: float, repeats: int) -> float:
   model = build_model(config.model, config.loss, dataset.image_shape)
   keys = split_root_key(config.seed)
-  state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"],
-                             keep_ema=keeps_ema(config.train))
+  state = create_train_state(
+    model,
+    make_optimizer(config.opt, config.train.steps),
+    dataset.image_shape,
+    keys["init"],
+    keep_ema=keeps_ema(config.train),
+  )
   step = make_train_step(model, config)
-  batch = jax.device_put(next(train_iterator(dataset, config.train.batch_size, seed=0, shard=(0, 1))))
+  batch = jax.device_put(
+    next(train_iterator(dataset, config.train.batch_size, seed=0, shard=(0, 1)))
+  )
   state, metrics = step(state, batch, keys["train"])  # compile
   jax.block_until_ready(metrics)
   start = time.perf_counter()
@@ -133,17 +167,17 @@ def measure(name: str, cache_dir: str) -> dict:
   uncached = dataclasses.replace(dataset, source=raw, train_indices=np.arange(len(raw)))
   repeats, batches = _REPEATS.value, _STREAM_BATCHES.value
   row = {
-      "config": name,
-      "images": n,
-      "shape": "×".join(map(str, dataset.image_shape)),
-      "batch": batch,
-      "cold_build_img_s": n / cold_seconds,
-      "cold_build_s": cold_seconds,
-      "warm_start_s": warm_seconds,
-      "warm_process_s": _fresh_process_seconds(name, config),
-      "stream_warm_img_s": _stream_rate(dataset, batch, batches, repeats),
-      "stream_files_img_s": _stream_rate(uncached, batch, max(2, batches // 20), repeats),
-      "train_step_img_s": _step_rate(config, dataset, _STEP_SECONDS.value, repeats),
+    "config": name,
+    "images": n,
+    "shape": "×".join(map(str, dataset.image_shape)),
+    "batch": batch,
+    "cold_build_img_s": n / cold_seconds,
+    "cold_build_s": cold_seconds,
+    "warm_start_s": warm_seconds,
+    "warm_process_s": _fresh_process_seconds(name, config),
+    "stream_warm_img_s": _stream_rate(dataset, batch, batches, repeats),
+    "stream_files_img_s": _stream_rate(uncached, batch, max(2, batches // 20), repeats),
+    "train_step_img_s": _step_rate(config, dataset, _STEP_SECONDS.value, repeats),
   }
   row["warm_ratio"] = row["stream_warm_img_s"] / row["train_step_img_s"]
   row["files_ratio"] = row["stream_files_img_s"] / row["train_step_img_s"]
@@ -152,16 +186,43 @@ def measure(name: str, cache_dir: str) -> dict:
 
 def main(argv):
   del argv
-  print(f"{jax.devices()[0].platform}, {len(jax.devices())} device(s); load average {Path('/proc/loadavg').read_text().split()[0]}")
-  header = ("config", "images", "shape", "batch", "cold build img/s (s)", "warm start s (new process)", "stream warm img/s",
-            "stream files img/s", "train step img/s", "warm / step", "files / step")
+  print(
+    f"{jax.devices()[0].platform}, {len(jax.devices())} device(s); load average {Path('/proc/loadavg').read_text().split()[0]}"
+  )
+  header = (
+    "config",
+    "images",
+    "shape",
+    "batch",
+    "cold build img/s (s)",
+    "warm start s (new process)",
+    "stream warm img/s",
+    "stream files img/s",
+    "train step img/s",
+    "warm / step",
+    "files / step",
+  )
   rows = []
   with tempfile.TemporaryDirectory(prefix="vae_jax_pipeline_bench_") as cache_dir:
     for name in _CONFIGS.value:
-      r = measure(name, str(Path(cache_dir) / name))  # one cache per config: each cold build is cold
-      rows.append((r["config"], r["images"], r["shape"], r["batch"], f"{r['cold_build_img_s']:.0f} ({r['cold_build_s']:.1f})",
-                   f"{r['warm_start_s']:.2f} ({r['warm_process_s']:.1f})", f"{r['stream_warm_img_s']:.0f}", f"{r['stream_files_img_s']:.0f}",
-                   f"{r['train_step_img_s']:.0f}", f"{r['warm_ratio']:.1f}×", f"{r['files_ratio']:.2f}×"))
+      r = measure(
+        name, str(Path(cache_dir) / name)
+      )  # one cache per config: each cold build is cold
+      rows.append(
+        (
+          r["config"],
+          r["images"],
+          r["shape"],
+          r["batch"],
+          f"{r['cold_build_img_s']:.0f} ({r['cold_build_s']:.1f})",
+          f"{r['warm_start_s']:.2f} ({r['warm_process_s']:.1f})",
+          f"{r['stream_warm_img_s']:.0f}",
+          f"{r['stream_files_img_s']:.0f}",
+          f"{r['train_step_img_s']:.0f}",
+          f"{r['warm_ratio']:.1f}×",
+          f"{r['files_ratio']:.2f}×",
+        )
+      )
       print(" | ".join(map(str, rows[-1])), flush=True)
   print()
   print("| " + " | ".join(header) + " |")

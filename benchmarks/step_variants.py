@@ -67,42 +67,62 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from absl import app, flags  # noqa: E402
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from common import NO_AUGMENTATION, load_config
+from flops import device_name, matmul_peak_gflops, step_flops
 
-import vae_jax.models as models  # noqa: E402
-from common import NO_AUGMENTATION, load_config  # noqa: E402
-from flops import device_name, matmul_peak_gflops, step_flops  # noqa: E402
-from vae_jax.models.banded_conv import banded_conv  # noqa: E402
-from vae_jax.models.conv import ConvDecoder, ConvEncoder  # noqa: E402
-from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space  # noqa: E402
-from vae_jax.train import create_train_state, keeps_ema, make_optimizer, make_train_step  # noqa: E402
+import vae_jax.models as models
+from vae_jax.models.banded_conv import banded_conv
+from vae_jax.models.conv import ConvDecoder, ConvEncoder
+from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space
+from vae_jax.train import create_train_state, keeps_ema, make_optimizer, make_train_step
 
 _EXPERIMENT = flags.DEFINE_enum(
-    "experiment",
+  "experiment",
+  "conv_layout",
+  [
     "conv_layout",
-    ["conv_layout", "fcn_einsum", "xla", "upsampling", "channels", "scan", "bf16", "optimizer", "augment"],
-    "Which comparison.",
+    "fcn_einsum",
+    "xla",
+    "upsampling",
+    "channels",
+    "scan",
+    "bf16",
+    "optimizer",
+    "augment",
+  ],
+  "Which comparison.",
 )
 _CONFIG = flags.DEFINE_string(
-    "config", "galaxy", "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16, optimizer or augment."
+  "config",
+  "galaxy",
+  "configs/<name>.py (a VAE config) for --experiment=xla, scan, bf16, optimizer or augment.",
 )
-_PER_DISPATCH = flags.DEFINE_integer("per_dispatch", 10, "Steps per dispatch for --experiment=scan.")
-_OPTIONS = flags.DEFINE_list("options", [], "XLA options for --experiment=xla, one variant each: name=value.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Timing windows per variant (alternating); the median is reported.")
+_PER_DISPATCH = flags.DEFINE_integer(
+  "per_dispatch", 10, "Steps per dispatch for --experiment=scan."
+)
+_OPTIONS = flags.DEFINE_list(
+  "options", [], "XLA options for --experiment=xla, one variant each: name=value."
+)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 7, "Timing windows per variant (alternating); the median is reported."
+)
 _WINDOW = flags.DEFINE_float("window_s", 1.5, "Approximate length of one timing window.")
 _BATCH = flags.DEFINE_integer(
-    "batch_size", 0, "Batch size for the --config experiments (0: the config's; e.g. 64 for the galaxy on a GPU)."
+  "batch_size",
+  0,
+  "Batch size for the --config experiments (0: the config's; e.g. 64 for the galaxy on a GPU).",
 )
 
 
@@ -123,7 +143,9 @@ class _NHWCConvEncoder(ConvEncoder):
     h = x_BHWC
     for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings)):
       padding = ((p, p), (p, p))
-      conv = nn.Conv(c, (k, k), strides=(s, s), padding=padding, conv_general_dilated=self.conv, name=f"conv_{i}")
+      conv = nn.Conv(
+        c, (k, k), strides=(s, s), padding=padding, conv_general_dilated=self.conv, name=f"conv_{i}"
+      )
       h = self.pool(nn.relu(conv(h)))
     h = h.reshape(h.shape[0], -1)
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
@@ -204,21 +226,27 @@ class _VariantDecoder(FCNDecoder):
     for i, (c, size) in enumerate(zip(self.channels, sizes)):
       name = f"up_{i}"
       if size == 1:
-        h = _EinsumUp(c, name=name)(h) if self.kernel2 == "einsum" else depth_to_space(nn.Dense(4 * c, name=name)(h))
+        h = (
+          _EinsumUp(c, name=name)(h)
+          if self.kernel2 == "einsum"
+          else depth_to_space(nn.Dense(4 * c, name=name)(h))
+        )
       elif self.overlapping == "subpixel":
         h = depth_to_space(nn.Conv(4 * c, (size, size), name=name)(h))
       elif self.overlapping == "conv_transpose":
         h = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name=name)(h)
       else:
         b, hh, ww, cc = h.shape
-        h = nn.Conv(c, (3, 3), name=name)(jax.image.resize(h, (b, 2 * hh, 2 * ww, cc), self.overlapping))
+        h = nn.Conv(c, (3, 3), name=name)(
+          jax.image.resize(h, (b, 2 * hh, 2 * ww, cc), self.overlapping)
+        )
       if i < len(self.channels) - 1:
         h = nn.relu(h)
     return h
 
 
 def _step_for(
-    config, options: dict | None = None, tx: optax.GradientTransformation | None = None
+  config, options: dict | None = None, tx: optax.GradientTransformation | None = None
 ) -> tuple[Callable, int, float]:
   """(thunk running one call of the library's train step on a fixed batch, images per call, FLOPs per image).
 
@@ -226,8 +254,13 @@ def _step_for(
   """
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = models.build_model(config.model, config.loss, shape)
-  state = create_train_state(model, tx or make_optimizer(config.opt, 10**6), shape, jax.random.key(0),
-                             keep_ema=keeps_ema(config.train))
+  state = create_train_state(
+    model,
+    tx or make_optimizer(config.opt, 10**6),
+    shape,
+    jax.random.key(0),
+    keep_ema=keeps_ema(config.train),
+  )
   k = config.train.steps_per_dispatch
   batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))
@@ -260,12 +293,16 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
     config = load_config("faces_conv", {**NO_AUGMENTATION, "train.steps_per_dispatch": 1})
     max_pool = functools.partial(nn.max_pool, window_shape=(2, 2), strides=(2, 2))
     plans = {
-        "nn.Conv, nn.max_pool, nn.ConvTranspose": (functools.partial(_NHWCConvEncoder, pool=max_pool),
-                                                   _TransposedConvDecoder),
-        "the same, reshape + max pooling": (_NHWCConvEncoder, _TransposedConvDecoder),
-        "banded_conv matmuls, reshape + max pooling": (functools.partial(_NHWCConvEncoder, conv=banded_conv),
-                                                       ConvDecoder),
-        "banded matmuls, pooling as blocks (library)": (ConvEncoder, ConvDecoder),
+      "nn.Conv, nn.max_pool, nn.ConvTranspose": (
+        functools.partial(_NHWCConvEncoder, pool=max_pool),
+        _TransposedConvDecoder,
+      ),
+      "the same, reshape + max pooling": (_NHWCConvEncoder, _TransposedConvDecoder),
+      "banded_conv matmuls, reshape + max pooling": (
+        functools.partial(_NHWCConvEncoder, conv=banded_conv),
+        ConvDecoder,
+      ),
+      "banded matmuls, pooling as blocks (library)": (ConvEncoder, ConvDecoder),
     }
     out = {}
     try:
@@ -277,7 +314,10 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
   if _EXPERIMENT.value == "fcn_einsum":
     config = load_config("galaxy")
     library = _step_for(config)
-    models.FCNEncoder, models.FCNDecoder = _EinsumEncoder, functools.partial(_VariantDecoder, kernel2="einsum")
+    models.FCNEncoder, models.FCNDecoder = (
+      _EinsumEncoder,
+      functools.partial(_VariantDecoder, kernel2="einsum"),
+    )
     try:
       einsum = _step_for(config)
     finally:
@@ -292,8 +332,10 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
     try:
       for method in ("nearest", "linear", "conv_transpose"):
         models.FCNDecoder = functools.partial(_VariantDecoder, overlapping=method)
-        out[f"16->32->64 as {method}" + (" resize + 3x3 conv" if method != "conv_transpose" else " k4 s2")] = (
-            _step_for(load_config("galaxy")))
+        out[
+          f"16->32->64 as {method}"
+          + (" resize + 3x3 conv" if method != "conv_transpose" else " k4 s2")
+        ] = _step_for(load_config("galaxy"))
     finally:
       models.FCNDecoder = FCNDecoder
     return out
@@ -318,14 +360,21 @@ def _variants() -> dict[str, tuple[Callable, int, float]]:
     return out
   if _EXPERIMENT.value == "optimizer":
     config = _config(NO_AUGMENTATION)
-    return {"clip + AdamW (library)": _step_for(config), "plain SGD": _step_for(config, tx=optax.sgd(1e-6))}
+    return {
+      "clip + AdamW (library)": _step_for(config),
+      "plain SGD": _step_for(config, tx=optax.sgd(1e-6)),
+    }
   if _EXPERIMENT.value == "augment":
-    return {"config's augmentation": _step_for(config),
-            "no augmentation": _step_for(_config(NO_AUGMENTATION))}
+    return {
+      "config's augmentation": _step_for(config),
+      "no augmentation": _step_for(_config(NO_AUGMENTATION)),
+    }
   out = {"default": _step_for(config)}
   for spec in _OPTIONS.value:
     name, value = spec.split("=", 1)
-    value = {"true": True, "false": False}.get(value, int(value) if value.lstrip("-").isdigit() else value)
+    value = {"true": True, "false": False}.get(
+      value, int(value) if value.lstrip("-").isdigit() else value
+    )
     out[spec] = _step_for(config, {name: value})
   return out
 
@@ -350,13 +399,26 @@ def main(argv):
   for name, r in rates.items():
     ips = statistics.median(r)
     gflops = variants[name][2] * ips / 1e9
-    result[name] = {"images_per_s": round(ips, 1), "gflop_per_s": round(gflops, 1),
-                    **{f"fraction_of_{d}_peak": round(gflops / p, 3) for d, p in peaks.items()},
-                    "windows": [round(v, 1) for v in r]}
-    print(f"{name:45s} {ips:10.1f} img/s  {gflops:7.1f} GFLOP/s ({gflops / peaks['f32']:.0%} of the f32 peak, "
-          f"{gflops / peaks['bf16']:.0%} of bf16)  windows {result[name]['windows']}")
-  print(json.dumps({"experiment": _EXPERIMENT.value, "device": device_name(),
-                    "matmul_peak_gflop_per_s": {d: round(p, 1) for d, p in peaks.items()}, **result}))
+    result[name] = {
+      "images_per_s": round(ips, 1),
+      "gflop_per_s": round(gflops, 1),
+      **{f"fraction_of_{d}_peak": round(gflops / p, 3) for d, p in peaks.items()},
+      "windows": [round(v, 1) for v in r],
+    }
+    print(
+      f"{name:45s} {ips:10.1f} img/s  {gflops:7.1f} GFLOP/s ({gflops / peaks['f32']:.0%} of the f32 peak, "
+      f"{gflops / peaks['bf16']:.0%} of bf16)  windows {result[name]['windows']}"
+    )
+  print(
+    json.dumps(
+      {
+        "experiment": _EXPERIMENT.value,
+        "device": device_name(),
+        "matmul_peak_gflop_per_s": {d: round(p, 1) for d, p in peaks.items()},
+        **result,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -50,21 +50,36 @@ class Run:
 # The issue's targets (issue 5): faces fast (beat PCA-10 within 60 s), faces best (17.5 dB in 10 min on the
 # 5000 faces), galaxies (27 dB in 15 min). Evaluations are frequent so the target is seen soon after it is met.
 RUNS = {
-    "faces_fast": Run(
-        "configs/faces_mlp.py",
-        (f"--config.data.source=folder:{DATA / 'anime_faces_30' / 'small'}", "--config.train.eval_every=200",
-         "--config.train.ckpt_every=100000"),
-        "pca:10", 60.0),
-    "faces_best": Run(
-        "configs/faces_mlp.py:many_faces",
-        (f"--config.data.source=folder:{DATA / 'anime_faces_96' / 'faces'}", "--config.train.eval_every=1000",
-         "--config.train.ckpt_every=1000"),
-        "17.5", 600.0),
-    "galaxy": Run(
-        "configs/galaxy.py",
-        (f"--config.data.source=folder:{DATA / 'galaxy_zoo' / 'train'}", "--config.train.eval_every=100",
-         "--config.train.ckpt_every=100"),
-        "27.0", 900.0),
+  "faces_fast": Run(
+    "configs/faces_mlp.py",
+    (
+      f"--config.data.source=folder:{DATA / 'anime_faces_30' / 'small'}",
+      "--config.train.eval_every=200",
+      "--config.train.ckpt_every=100000",
+    ),
+    "pca:10",
+    60.0,
+  ),
+  "faces_best": Run(
+    "configs/faces_mlp.py:many_faces",
+    (
+      f"--config.data.source=folder:{DATA / 'anime_faces_96' / 'faces'}",
+      "--config.train.eval_every=1000",
+      "--config.train.ckpt_every=1000",
+    ),
+    "17.5",
+    600.0,
+  ),
+  "galaxy": Run(
+    "configs/galaxy.py",
+    (
+      f"--config.data.source=folder:{DATA / 'galaxy_zoo' / 'train'}",
+      "--config.train.eval_every=100",
+      "--config.train.ckpt_every=100",
+    ),
+    "27.0",
+    900.0,
+  ),
 }
 
 
@@ -75,6 +90,7 @@ def pca_target(config_path: str, overrides: tuple[str, ...], k: int, pooled: boo
   """
   from common import load_config
   from pca_baseline import pca_psnr
+
   from vae_jax.data.pipeline import build_dataset, load_images
 
   config = load_config(Path(config_path).stem)
@@ -122,8 +138,13 @@ def time_run(name: str, run: Run, root: Path, extra: list[str], psnr: str = "per
   workdir = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
   workdir.mkdir(parents=True)
   log_path = workdir / "train.log"
-  command = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / run.config}",
-             f"--workdir={workdir}", *overrides]
+  command = [
+    sys.executable,
+    str(ROOT / "bin" / "train.py"),
+    f"--config={ROOT / run.config}",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
   start = time.perf_counter()
   # The run's log (progress bar included) goes to a file: a pipe nobody reads until the end fills at
   # 64 KiB, after a minute or two of progress bar, and then blocks the run.
@@ -145,31 +166,47 @@ def time_run(name: str, run: Run, root: Path, extra: list[str], psnr: str = "per
     if proc.poll() is None:
       proc.terminate()
     proc.wait()
-  if proc.returncode not in (0, None) and seconds is None and not val_psnrs(workdir / "metrics.jsonl"):
-    print(f"{name}: bin/train.py failed ({log_path}):\n{log_path.read_text()[-3000:]}", file=sys.stderr)
+  if (
+    proc.returncode not in (0, None)
+    and seconds is None
+    and not val_psnrs(workdir / "metrics.jsonl")
+  ):
+    print(
+      f"{name}: bin/train.py failed ({log_path}):\n{log_path.read_text()[-3000:]}", file=sys.stderr
+    )
   return {
-      "run": name,
-      "config": run.config,
-      "overrides": list(overrides),
-      "workdir": str(workdir),
-      "psnr": psnr,
-      "target_psnr_db": round(target, 3),
-      "reached_psnr_db": round(best, 3) if best > float("-inf") else None,
-      "seconds": round(seconds, 1) if seconds is not None else None,
-      "step": step_at,
-      "limit_s": run.limit_s,
+    "run": name,
+    "config": run.config,
+    "overrides": list(overrides),
+    "workdir": str(workdir),
+    "psnr": psnr,
+    "target_psnr_db": round(target, 3),
+    "reached_psnr_db": round(best, 3) if best > float("-inf") else None,
+    "seconds": round(seconds, 1) if seconds is not None else None,
+    "step": step_at,
+    "limit_s": run.limit_s,
   }
 
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir-root", required=True, help="Where each run's fresh workdir is created.")
+  parser.add_argument(
+    "--workdir-root", required=True, help="Where each run's fresh workdir is created."
+  )
   parser.add_argument("--runs", nargs="+", default=["faces_fast"], choices=sorted(RUNS))
-  parser.add_argument("--limit-s", type=float, default=None, help="Override every run's time limit.")
-  parser.add_argument("--extra", action="append", default=[], help="More --config.x=y flags for every run.")
-  parser.add_argument("--psnr", choices=sorted(PSNR_KEYS), default="per_image",
-                      help="Held-out PSNR checked against the target: the mean of per-image PSNRs, or the PSNR "
-                      "of the mean squared error over the split (pooled).")
+  parser.add_argument(
+    "--limit-s", type=float, default=None, help="Override every run's time limit."
+  )
+  parser.add_argument(
+    "--extra", action="append", default=[], help="More --config.x=y flags for every run."
+  )
+  parser.add_argument(
+    "--psnr",
+    choices=sorted(PSNR_KEYS),
+    default="per_image",
+    help="Held-out PSNR checked against the target: the mean of per-image PSNRs, or the PSNR "
+    "of the mean squared error over the split (pooled).",
+  )
   args = parser.parse_args()
   root = Path(args.workdir_root)
   root.mkdir(parents=True, exist_ok=True)

@@ -15,23 +15,35 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
-from vae_jax.data.sources import DEFAULT_MAX_PIXELS  # noqa: E402
-from vae_jax.data.tfds_builders import BUILDERS, build  # noqa: E402
+from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging
+from vae_jax.data.sources import DEFAULT_MAX_PIXELS
+from vae_jax.data.tfds_builders import BUILDERS, build
 
 _DATASET = flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Which builder.")
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder of downloaded images (searched recursively).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data directory to write to.")
-_NAME = flags.DEFINE_string("name", None, "image_folder only: the new dataset's name (tfds:image_folder/NAME).")
-_MAX_PIXELS = flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_PIXELS, "Skip images with more pixels.")
+_MANUAL_DIR = flags.DEFINE_string(
+  "manual_dir", None, "Folder of downloaded images (searched recursively)."
+)
+_DATA_DIR = flags.DEFINE_string(
+  "data_dir", "~/tensorflow_datasets", "TFDS data directory to write to."
+)
+_NAME = flags.DEFINE_string(
+  "name", None, "image_folder only: the new dataset's name (tfds:image_folder/NAME)."
+)
+_MAX_PIXELS = flags.DEFINE_integer(
+  "max_image_pixels", DEFAULT_MAX_PIXELS, "Skip images with more pixels."
+)
 
 
 def main(argv):
   del argv
   setup_logging()
-  out = run_or_explain(lambda: build(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value, _NAME.value, _MAX_PIXELS.value))
+  out = run_or_explain(
+    lambda: build(
+      _DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value, _NAME.value, _MAX_PIXELS.value
+    )
+  )
   print(f"Built {out}")
 
 

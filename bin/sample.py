@@ -12,25 +12,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
-from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
-from vae_jax.sampling import KINDS, SampleOptions, write_samples  # noqa: E402
+from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging
+from vae_jax.sampling import KINDS, SampleOptions, write_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (latest checkpoint).")
 _KIND = flags.DEFINE_enum("kind", None, list(KINDS), "Which picture to draw.")
 _OUT = flags.DEFINE_string("out", None, "PNG to write (default: WORKDIR/samples/KIND.png).")
 _N = flags.DEFINE_integer(
-    "n", None,
-    "Size: recon images, prior/manifold grid side, interp pairs, traverse steps, colorize faces (default per kind).",
+  "n",
+  None,
+  "Size: recon images, prior/manifold grid side, interp pairs, traverse steps, colorize faces (default per kind).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the images and the prior draws.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "prior, colorize: standard deviation of the latent draws.")
-_DATA = flags.DEFINE_string("data", None, "Take images from this source (folder:PATH, npz:PATH, ...) instead.")
-_SPLIT = flags.DEFINE_enum("split", "val", ["val", "train"], "The run's split to take images from (without --data).")
+_TEMPERATURE = flags.DEFINE_float(
+  "temperature", 1.0, "prior, colorize: standard deviation of the latent draws."
+)
+_DATA = flags.DEFINE_string(
+  "data", None, "Take images from this source (folder:PATH, npz:PATH, ...) instead."
+)
+_SPLIT = flags.DEFINE_enum(
+  "split", "val", ["val", "train"], "The run's split to take images from (without --data)."
+)
 _SLERP = flags.DEFINE_bool("slerp", False, "interp: spherical instead of linear interpolation.")
-_DIMS = flags.DEFINE_list("dims", None, "manifold: two latent dimensions i,j (default: the two with largest KL).")
-_COLORIZER = flags.DEFINE_string("colorizer", None, "colorize: workdir of a colouriser (configs/colorizer.py).")
+_DIMS = flags.DEFINE_list(
+  "dims", None, "manifold: two latent dimensions i,j (default: the two with largest KL)."
+)
+_COLORIZER = flags.DEFINE_string(
+  "colorizer", None, "colorize: workdir of a colouriser (configs/colorizer.py)."
+)
 
 
 def main(argv):
@@ -39,10 +50,16 @@ def main(argv):
 
   def sample():
     options = SampleOptions(
-        n=_N.value, seed=_SEED.value, temperature=_TEMPERATURE.value, spherical=_SLERP.value,
-        dims=tuple(int(d) for d in _DIMS.value) if _DIMS.value else None, colorizer=_COLORIZER.value,
+      n=_N.value,
+      seed=_SEED.value,
+      temperature=_TEMPERATURE.value,
+      spherical=_SLERP.value,
+      dims=tuple(int(d) for d in _DIMS.value) if _DIMS.value else None,
+      colorizer=_COLORIZER.value,
     )
-    return write_samples(_WORKDIR.value, _KIND.value, _OUT.value, options, _DATA.value, _SPLIT.value)
+    return write_samples(
+      _WORKDIR.value, _KIND.value, _OUT.value, options, _DATA.value, _SPLIT.value
+    )
 
   print(run_or_explain(sample))
 

@@ -14,35 +14,48 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
-from vae_jax.cli import default_workdir, parse_flags_or_explain, run_or_explain, setup_logging  # noqa: E402
-from vae_jax.parallel import initialize_distributed, request_deterministic_gpu_kernels  # noqa: E402
-from vae_jax.tasks import train  # noqa: E402
+from vae_jax.cli import default_workdir, parse_flags_or_explain, run_or_explain, setup_logging
+from vae_jax.parallel import initialize_distributed, request_deterministic_gpu_kernels
+from vae_jax.tasks import train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/faces_mlp.py or configs/galaxy.py:smoke.", lock_config=True
+  "config",
+  None,
+  "Config file, e.g. configs/faces_mlp.py or configs/galaxy.py:smoke.",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory (default: runs/<config name>, or runs/<config name>_<preset> with a preset)."
+  "workdir",
+  None,
+  "Run directory (default: runs/<config name>, or runs/<config name>_<preset> with a preset).",
 )
-_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Several processes: host:port of process 0.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Several processes: how many train together.")
+_COORDINATOR = flags.DEFINE_string(
+  "coordinator_address", "", "Several processes: host:port of process 0."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+  "num_processes", 1, "Several processes: how many train together."
+)
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Several processes: this one's index, 0 … N-1.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Several processes, found by JAX itself (TPU pod slice, SLURM, Open MPI)."
+  "distributed", False, "Several processes, found by JAX itself (TPU pod slice, SLURM, Open MPI)."
 )
 
 
 def main(argv):
   del argv
   setup_logging()
-  workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  workdir = _WORKDIR.value or default_workdir(
+    config_flags.get_config_filename(flags.FLAGS["config"])
+  )
 
   def run():
     request_deterministic_gpu_kernels(_CONFIG.value.train.get("deterministic", True))
-    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value)
+    initialize_distributed(
+      _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
+    )
     return train(_CONFIG.value, workdir)
 
   run_or_explain(run)

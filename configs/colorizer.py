@@ -43,7 +43,9 @@ def get_config(arg=None):
   c.model.features = (16, 32, 64)  # conv: channels per U-Net level, full resolution first
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.luminance_weight = 1.0  # × MSE(0.30 R + 0.59 G + 0.11 B, grey input); the reference: equal weights
+  c.loss.luminance_weight = (
+    1.0  # × MSE(0.30 R + 0.59 G + 0.11 B, grey input); the reference: equal weights
+  )
 
   c.colorizer = ml_collections.ConfigDict()
   c.colorizer.vae_workdir = ""  # a grey VAE run: train on its reconstructions of the grey images

@@ -41,7 +41,9 @@ def get_config(arg=None):
   c.model.learned_prior = True
   c.model.output_activation = "tanh"
 
-  c.loss.scale = 0.05  # about the RMSE it reaches: the best bits/dim (σ 0.03 gains 0.01 dB, costs 0.9 bits/dim)
+  c.loss.scale = (
+    0.05  # about the RMSE it reaches: the best bits/dim (σ 0.03 gains 0.01 dB, costs 0.9 bits/dim)
+  )
   # Held-out PSNR (per-image mean) on Galaxy Zoo in the 15-minute budget rose with the learning rate:
   # 26.8 dB at 1e-3, 26.89 at 2e-3, 27.01 at 3e-3 with the 3×3 upsamplings; with the k4 s2 ones 26.99 at
   # 2e-3, 27.07 at 3e-3, 27.03 at 4e-3 (BENCHMARKS.md, time to quality).

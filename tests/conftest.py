@@ -68,9 +68,15 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
 
   from vae_jax.checkpoint import Checkpointer
 
-  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
-         f"--workdir={workdir}"] + overrides
-  proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+  cmd = [
+    sys.executable,
+    str(ROOT / "bin" / "train.py"),
+    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+    f"--workdir={workdir}",
+  ] + overrides
+  proc = subprocess.Popen(
+    cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+  )
   ckpts = workdir / "checkpoints"
   try:
     deadline = time.time() + 180
@@ -78,7 +84,9 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
       if ckpts.exists() and any(p.name.isdigit() for p in ckpts.iterdir()):
         break
       time.sleep(0.005)
-    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    assert proc.poll() is None, (
+      "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    )
   finally:
     try:
       os.killpg(proc.pid, signal.SIGKILL)

@@ -10,25 +10,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ROOT, load_config
 from PIL import Image
 
-from conftest import ROOT, load_config
-from vae_jax.checkpoint import CheckpointMismatchError
 from vae_jax import sampling
+from vae_jax.checkpoint import CheckpointMismatchError
 from vae_jax.colorize import (
-    GreyInput,
-    comparison_tiles,
-    colorize_prior,
-    colorizer_losses,
-    create_colorizer_state,
-    grey_from_rgb,
-    grey_input,
-    load_colorizer,
-    make_colorizer_eval_step,
-    make_colorizer_step,
-    train_colorizer,
+  GreyInput,
+  colorize_prior,
+  colorizer_losses,
+  comparison_tiles,
+  create_colorizer_state,
+  grey_from_rgb,
+  grey_input,
+  load_colorizer,
+  make_colorizer_eval_step,
+  make_colorizer_step,
+  train_colorizer,
 )
-from vae_jax.models.colorizer import ConvColorizer, StackNN, build_colorizer, luminance, rgb_from_luma_chroma
+from vae_jax.models.colorizer import (
+  ConvColorizer,
+  StackNN,
+  build_colorizer,
+  luminance,
+  rgb_from_luma_chroma,
+)
 from vae_jax.restore import load_run
 from vae_jax.tasks import train
 from vae_jax.train import make_optimizer
@@ -49,7 +55,12 @@ def _abstract_params(model, shape=SHAPE):
 def test_stacknn_has_the_reference_parameter_count():
   # The seed's layers on 30×30: ConvT 1→10 k5 s2 (30→63), Conv 10→5 k5 (63→59),
   # Linear 5·59·59 → 5·30·30, Linear 5·30·30 → 3·30·30, each with a bias.
-  by_hand = (1 * 10 * 5 * 5 + 10) + (10 * 5 * 5 * 5 + 5) + (5 * 59 * 59 * 4500 + 4500) + (4500 * 2700 + 2700)
+  by_hand = (
+    (1 * 10 * 5 * 5 + 10)
+    + (10 * 5 * 5 * 5 + 5)
+    + (5 * 59 * 59 * 4500 + 4500)
+    + (4500 * 2700 + 2700)
+  )
   assert by_hand == 90_481_215
   params = _abstract_params(StackNN(image_shape=SHAPE))
   assert _n_params(params) == by_hand
@@ -62,7 +73,9 @@ def test_stacknn_sizes_follow_the_image():
   params = _abstract_params(model, (20, 20, 3))
   conv_side = (20 - 1) * 2 + 5 - 4
   assert params["fc_0"]["kernel"].shape == (5 * conv_side**2, 5 * 20 * 20)
-  out = jax.eval_shape(model.apply, {"params": params}, jax.ShapeDtypeStruct((2, 20, 20, 1), jnp.float32))
+  out = jax.eval_shape(
+    model.apply, {"params": params}, jax.ShapeDtypeStruct((2, 20, 20, 1), jnp.float32)
+  )
   assert out.shape == (2, 20, 20, 3)
 
 
@@ -121,7 +134,9 @@ def test_luminance_term_is_zero_when_the_output_keeps_the_input_luminance():
   terms = colorizer_losses(rgb, target, grey)
   assert terms["luminance_mse"].shape == (4,)
   np.testing.assert_allclose(terms["luminance_mse"], 0.0, atol=1e-12)
-  np.testing.assert_allclose(terms["color_mse"], jnp.mean(jnp.square(rgb), axis=(1, 2, 3)), rtol=1e-6)
+  np.testing.assert_allclose(
+    terms["color_mse"], jnp.mean(jnp.square(rgb), axis=(1, 2, 3)), rtol=1e-6
+  )
   # A brighter output misses the luminance by exactly the offset.
   brighter = colorizer_losses(rgb + 0.1, target, grey)["luminance_mse"]
   np.testing.assert_allclose(brighter, 0.01, rtol=1e-4)
@@ -160,15 +175,22 @@ def vae_workdir(smoke_vae):
 def colorizer_workdir(tmp_path_factory):
   """``bin/train.py --config configs/colorizer.py:smoke`` for 6 steps (checkpoints at 3 and 6)."""
   workdir = tmp_path_factory.mktemp("colorizer")
-  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'colorizer.py'}:smoke",
-         f"--workdir={workdir}", "--config.opt.schedule=constant"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "bin" / "train.py"),
+    f"--config={ROOT / 'configs' / 'colorizer.py'}:smoke",
+    f"--workdir={workdir}",
+    "--config.opt.schedule=constant",
+  ]
   done = subprocess.run(cmd, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
   return workdir
 
 
 def test_bin_train_trains_a_colorizer(colorizer_workdir):
-  records = [json.loads(line) for line in (colorizer_workdir / "metrics.jsonl").read_text().splitlines()]
+  records = [
+    json.loads(line) for line in (colorizer_workdir / "metrics.jsonl").read_text().splitlines()
+  ]
   val = [r for r in records if r["split"] == "val"]
   assert [r["step"] for r in val] == [3, 6]
   for r in val:
@@ -176,7 +198,9 @@ def test_bin_train_trains_a_colorizer(colorizer_workdir):
     assert r["loss"] == pytest.approx(r["color_mse"] + r["luminance_mse"], rel=1e-5)
   assert json.loads((colorizer_workdir / "config.json").read_text())["task"] == "colorizer"
   grid = np.asarray(Image.open(colorizer_workdir / "samples" / "training" / "colorize.png"))
-  assert grid.ndim == 3 and grid.shape[0] > 3 * 30 * 4  # grey, colourised and original rows, upscaled
+  assert (
+    grid.ndim == 3 and grid.shape[0] > 3 * 30 * 4
+  )  # grey, colourised and original rows, upscaled
 
 
 def test_resumed_colorizer_equals_an_uninterrupted_one(colorizer_workdir, tmp_path):
@@ -208,14 +232,18 @@ def test_vae_workdir_gives_vae_reconstructions_as_input(vae_workdir):
   np.testing.assert_allclose(got * 255, expected, atol=0.51)
   model = ConvColorizer(features=(4, 8))
   state = create_colorizer_state(model, make_optimizer(config.opt, 10), SHAPE, jax.random.key(0))
-  state, metrics = make_colorizer_step(model, config, grey_fn)(state, rgb, jax.random.key(1), vae_params)
+  state, metrics = make_colorizer_step(model, config, grey_fn)(
+    state, rgb, jax.random.key(1), vae_params
+  )
   assert np.isfinite(float(metrics["loss"]))
   with pytest.raises(ValueError, match="image_size=30"):
     grey_input(str(vae_workdir), (20, 20, 3))
 
 
 def _colorized_prior_samples(vae_workdir, colorizer_workdir, n, seed):
-  return colorize_prior(load_run(vae_workdir), load_colorizer(colorizer_workdir), n, jax.random.key(seed))
+  return colorize_prior(
+    load_run(vae_workdir), load_colorizer(colorizer_workdir), n, jax.random.key(seed)
+  )
 
 
 def test_colorize_prior_shapes_determinism_and_luminance(vae_workdir, colorizer_workdir):
@@ -225,13 +253,17 @@ def test_colorize_prior_shapes_determinism_and_luminance(vae_workdir, colorizer_
   again_grey, again_rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=5, seed=3)
   np.testing.assert_array_equal(grey, again_grey)
   np.testing.assert_array_equal(rgb, again_rgb)
-  assert not np.array_equal(grey, _colorized_prior_samples(vae_workdir, colorizer_workdir, n=5, seed=4)[0])
+  assert not np.array_equal(
+    grey, _colorized_prior_samples(vae_workdir, colorizer_workdir, n=5, seed=4)[0]
+  )
   # A colouriser keeps the luminance of what it colours (up to rounding and clipping at 0 and 255).
   luma = np.asarray(luminance(rgb.astype(np.float32)))
   assert np.mean(np.abs(luma - grey)) < 3.0
 
 
-def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(vae_workdir, colorizer_workdir, tmp_path):
+def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(
+  vae_workdir, colorizer_workdir, tmp_path
+):
   grey, rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=8, seed=0)
   options = sampling.SampleOptions(n=8, colorizer=str(colorizer_workdir))
   path = sampling.write_samples(vae_workdir, "colorize", tmp_path / "c.png", options)

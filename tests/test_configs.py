@@ -9,15 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import ROOT, load_config
+
 from vae_jax.cli import run_or_explain
 from vae_jax.data.pipeline import split_indices
 from vae_jax.models import build_model
 
 CONFIG_NAMES = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))
 # Configs of VAEs (the colouriser's config has no latent; tests/test_colorizer.py covers its model).
-VAE_CONFIG_NAMES = [name for name in CONFIG_NAMES if load_config(name, None).get("task", "vae") == "vae"]
+VAE_CONFIG_NAMES = [
+  name for name in CONFIG_NAMES if load_config(name, None).get("task", "vae") == "vae"
+]
 GROUPS = ("data", "model", "loss", "opt", "train")
 TRAIN_FIELDS = ("steps", "batch_size", "log_every", "eval_every", "ckpt_every")
 DATA_FIELDS = ("source", "image_size", "channels", "val_fraction")
@@ -78,7 +80,10 @@ def _leaves(config, prefix=""):
 
 
 def test_many_faces_preset_changes_only_the_weight_decay():
-  default, many = _leaves(load_config("faces_mlp", None)), _leaves(load_config("faces_mlp", "many_faces"))
+  default, many = (
+    _leaves(load_config("faces_mlp", None)),
+    _leaves(load_config("faces_mlp", "many_faces")),
+  )
   assert default.keys() == many.keys()
   assert {k for k in default if default[k] != many[k]} == {"opt.weight_decay"}
   assert many["opt.weight_decay"] < default["opt.weight_decay"]
@@ -95,18 +100,20 @@ def test_unknown_preset_raises(name):
 
 def _train(tmp_path, *args: str) -> subprocess.CompletedProcess:
   return subprocess.run(
-      [sys.executable, str(ROOT / "bin" / "train.py"), *args],
-      cwd=tmp_path,  # a default runs/ folder would land here
-      capture_output=True,
-      text=True,
-      timeout=120,
+    [sys.executable, str(ROOT / "bin" / "train.py"), *args],
+    cwd=tmp_path,  # a default runs/ folder would land here
+    capture_output=True,
+    text=True,
+    timeout=120,
   )
 
 
 def test_train_rejects_a_misspelt_override_naming_the_key(tmp_path):
   result = _train(
-      tmp_path, f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke", f"--workdir={tmp_path / 'run'}",
-      "--config.train.stepz=3",
+    tmp_path,
+    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+    f"--workdir={tmp_path / 'run'}",
+    "--config.train.stepz=3",
   )
   assert result.returncode != 0
   assert "stepz" in result.stderr
@@ -124,8 +131,11 @@ def test_train_help_describes_the_flags(tmp_path):
 
 def test_several_processes_without_a_coordinator_is_a_one_line_error(tmp_path):
   result = _train(
-      tmp_path, f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke", f"--workdir={tmp_path / 'run'}",
-      "--num_processes=2", "--process_id=1",
+    tmp_path,
+    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+    f"--workdir={tmp_path / 'run'}",
+    "--num_processes=2",
+    "--process_id=1",
   )
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
@@ -134,10 +144,17 @@ def test_several_processes_without_a_coordinator_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "build_dataset.py"])
 def test_every_script_explains_a_missing_flag_in_one_line(tmp_path, script):
-  result = subprocess.run([sys.executable, str(ROOT / "bin" / script)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+  result = subprocess.run(
+    [sys.executable, str(ROOT / "bin" / script)],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2
-  assert result.stderr.startswith("error: flag --") and "Run with --help" in result.stderr, result.stderr[-2000:]
+  assert result.stderr.startswith("error: flag --") and "Run with --help" in result.stderr, (
+    result.stderr[-2000:]
+  )
 
 
 def test_a_user_error_from_vae_jax_is_one_line_and_a_library_error_keeps_its_traceback(capsys):
@@ -149,4 +166,6 @@ def test_a_user_error_from_vae_jax_is_one_line_and_a_library_error_keeps_its_tra
     run_or_explain(lambda: np.zeros(2) + np.zeros(3))  # a ValueError raised by numpy: likely a bug
   assert exit_.value.code == 1
   err = capsys.readouterr().err
-  assert err.startswith("Traceback") and err.splitlines()[-1].startswith("error: operands could not be broadcast")
+  assert err.startswith("Traceback") and err.splitlines()[-1].startswith(
+    "error: operands could not be broadcast"
+  )

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_config
 from PIL import Image
 
-from conftest import load_config
 from vae_jax.data.pipeline import build_dataset, preprocess_from_config
 from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.sources import display_path, load_image
@@ -42,7 +42,12 @@ def _bomb_png(width: int, height: int) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
   header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + chunk(b"IHDR", header)
+    + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    + chunk(b"IEND", b"")
+  )
 
 
 def _face(i: int, size: int = 40) -> Image.Image:
@@ -66,7 +71,11 @@ def make_crawled_folder(root: Path) -> tuple[set[str], set[str]]:
   for i in range(12):
     put(f"plain/{i:02d}.png", _face(i), True)
   put("modes/cmyk.jpg", Image.new("CMYK", (40, 40), (0, 255, 255, 0)), True, quality=95)
-  put("modes/wide16.png", Image.fromarray((np.arange(1600, dtype=np.uint16) * 40).reshape(40, 40)), True)
+  put(
+    "modes/wide16.png",
+    Image.fromarray((np.arange(1600, dtype=np.uint16) * 40).reshape(40, 40)),
+    True,
+  )
   rgba = np.zeros((40, 40, 4), np.uint8)
   rgba[..., 0], rgba[..., 3] = 200, 128
   put("modes/rgba.png", Image.fromarray(rgba, "RGBA"), True)
@@ -75,7 +84,9 @@ def make_crawled_folder(root: Path) -> tuple[set[str], set[str]]:
   put("modes/animated.gif", red, True, save_all=True, append_images=[blue], duration=50)
   exif = Image.Exif()
   exif[0x0112] = 6
-  put("modes/rotated.jpg", _face(21, 40).crop((0, 0, 40, 32)), True, exif=exif.tobytes(), quality=95)
+  put(
+    "modes/rotated.jpg", _face(21, 40).crop((0, 0, 40, 32)), True, exif=exif.tobytes(), quality=95
+  )
   put("names/with space & ünïcode.png", _face(22), True)
   put("names/-leading-dash.PNG", _face(23), True)
   put("names/new\nline.png", _face(24), True)
@@ -97,7 +108,9 @@ def make_crawled_folder(root: Path) -> tuple[set[str], set[str]]:
   bad |= {"broken/loop_a.png", "broken/loop_b.png", "broken/dangling.png"}
   os.symlink("..", root / "plain" / "up")  # a folder loop: plain/up/plain/up/...
   bad.add("plain/up")
-  os.symlink("../plain", root / "names" / "plain_again")  # the same folder reached twice: not read twice
+  os.symlink(
+    "../plain", root / "names" / "plain_again"
+  )  # the same folder reached twice: not read twice
   bad.add("names/plain_again")
   return good, bad
 
@@ -116,16 +129,20 @@ def crawled(tmp_path_factory):
 def _names(root: Path, items: list[str]) -> set[str]:
   prefix = display_path(root) + "/"
   assert all(item.startswith(prefix) for item in items), items
-  return {item[len(prefix):] for item in items}
+  return {item[len(prefix) :] for item in items}
 
 
-def test_crawled_folder_trains_to_the_end_and_reports_exactly_the_broken_files(crawled, tmp_path, caplog):
+def test_crawled_folder_trains_to_the_end_and_reports_exactly_the_broken_files(
+  crawled, tmp_path, caplog
+):
   root, good, bad, config = crawled
   with caplog.at_level(logging.INFO, logger="vae_jax"):
     state = train_and_evaluate(config, tmp_path)
   assert int(state.step) == config.train.steps
   report = json.loads((tmp_path / "data_report.json").read_text(encoding="utf-8"))
-  assert _names(root, [s["item"] for s in report["skipped"]]) == {display_path(name) for name in bad}
+  assert _names(root, [s["item"] for s in report["skipped"]]) == {
+    display_path(name) for name in bad
+  }
   assert report["used"] == len(good) and report["items"] == len(good) + len(bad)
   reasons = {Path(s["item"]).name: s["reason"] for s in report["skipped"]}
   assert reasons["empty.jpg"] == "empty file (0 bytes)"
@@ -133,11 +150,20 @@ def test_crawled_folder_trains_to_the_end_and_reports_exactly_the_broken_files(c
   assert "not an image" in reasons["notes.png"] and "not an image" in reasons["page.jpg"]
   assert "decompression" in reasons["bomb.png"] and "max_image_pixels" in reasons["too_large.png"]
   assert "too small" in reasons["thumbnail.png"]
-  assert reasons["loop_a.png"] == "symbolic link loop" and "broken symbolic link" in reasons["dangling.png"]
-  assert reasons["up"].startswith("symbolic link loop") and "already in the dataset" in reasons["plain_again"]
+  assert (
+    reasons["loop_a.png"] == "symbolic link loop"
+    and "broken symbolic link" in reasons["dangling.png"]
+  )
+  assert (
+    reasons["up"].startswith("symbolic link loop")
+    and "already in the dataset" in reasons["plain_again"]
+  )
   summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data:")]
   assert len(summary) == 1
-  assert f"{len(good)} of {len(good) + len(bad)} images usable" in summary[0] and "data_report.json" in summary[0]
+  assert (
+    f"{len(good)} of {len(good) + len(bad)} images usable" in summary[0]
+    and "data_report.json" in summary[0]
+  )
 
 
 def test_every_readable_image_is_used_with_its_correct_pixels(crawled):
@@ -147,19 +173,25 @@ def test_every_readable_image_is_used_with_its_correct_pixels(crawled):
   assert len(dataset.source) == len(good)
   order = sorted(good, key=lambda name: Path(name).as_posix())
   for i, name in enumerate(order):
-    np.testing.assert_array_equal(dataset.source[i], preprocess(load_image(root / name)), err_msg=display_path(name))
+    np.testing.assert_array_equal(
+      dataset.source[i], preprocess(load_image(root / name)), err_msg=display_path(name)
+    )
 
 
 def test_awkward_formats_decode_to_what_a_viewer_shows(crawled):
   root = crawled[0]
-  assert load_image(root / "modes" / "cmyk.jpg")[20, 20].tolist() == pytest.approx([255, 0, 0], abs=8)
+  assert load_image(root / "modes" / "cmyk.jpg")[20, 20].tolist() == pytest.approx(
+    [255, 0, 0], abs=8
+  )
   assert load_image(root / "modes" / "wide16.png").dtype == np.uint8
   np.testing.assert_array_equal(load_image(root / "modes" / "animated.gif")[5, 5], [255, 0, 0])
   assert load_image(root / "modes" / "rotated.jpg").shape == (40, 32, 3)  # EXIF rotation applied
   assert load_image(root / "modes" / "rgba.png")[0, 0].tolist() == pytest.approx([100, 0, 0], abs=1)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their mode")
+@pytest.mark.skipif(
+  hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads files whatever their mode"
+)
 def test_unreadable_file_and_folder_are_skipped_and_listed(tmp_path):
   for i in range(12):
     _face(i).save(tmp_path / f"{i}.png")
@@ -190,7 +222,9 @@ def test_no_usable_image_stops_before_training_with_the_report(tmp_path):
   config.data.source = f"folder:{folder}"
   config.data.cache_dir = str(tmp_path / "cache")
   workdir = tmp_path / "run"
-  with pytest.raises(NoUsableImagesError, match=r"all 2 were skipped.*a\.jpg: empty file.*data_report\.json"):
+  with pytest.raises(
+    NoUsableImagesError, match=r"all 2 were skipped.*a\.jpg: empty file.*data_report\.json"
+  ):
     train_and_evaluate(config, workdir)
   assert not (workdir / "checkpoints").exists()
   assert len(json.loads((workdir / "data_report.json").read_text())["skipped"]) == 2
@@ -207,18 +241,20 @@ def test_images_far_too_small_for_the_configured_size_is_a_clear_error(tmp_path)
   with pytest.raises(NoUsableImagesError, match=r"smaller than crop_size=256"):
     build_dataset(config)
   config.data.crop_size = 0
-  with pytest.raises(NoUsableImagesError, match=r"30×30 pixels is too small for image_size=256.*max_upscale"):
+  with pytest.raises(
+    NoUsableImagesError, match=r"30×30 pixels is too small for image_size=256.*max_upscale"
+  ):
     build_dataset(config)
 
 
 @pytest.mark.parametrize(
-    "array, message",
-    [
-        (np.zeros((10, 30, 30, 4), np.uint8), r"shape \(10, 30, 30, 4\)"),
-        (np.zeros((10, 30, 30), np.int32), "dtype int32"),
-        (np.zeros((10, 900), np.uint8), r"shape \(10, 900\)"),
-        (np.full((10, 30, 30), 2.0, np.float32), "outside"),
-    ],
+  "array, message",
+  [
+    (np.zeros((10, 30, 30, 4), np.uint8), r"shape \(10, 30, 30, 4\)"),
+    (np.zeros((10, 30, 30), np.int32), "dtype int32"),
+    (np.zeros((10, 900), np.uint8), r"shape \(10, 900\)"),
+    (np.full((10, 30, 30), 2.0, np.float32), "outside"),
+  ],
 )
 def test_npz_of_wrong_shape_or_dtype_stops_before_training(tmp_path, array, message):
   np.savez(tmp_path / "bad.npz", images=array)

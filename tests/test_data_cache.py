@@ -24,14 +24,18 @@ def _folder(root: Path, n: int, size: int = 12, broken: int = 0) -> Path:
   root.mkdir(parents=True, exist_ok=True)
   rng = np.random.default_rng(n)
   for i in range(n):
-    Image.fromarray(rng.integers(0, 256, (size, size + i % 3, 3), dtype=np.uint8)).save(root / f"{i:04d}.png")
+    Image.fromarray(rng.integers(0, 256, (size, size + i % 3, 3), dtype=np.uint8)).save(
+      root / f"{i:04d}.png"
+    )
   for i in range(broken):
     (root / f"broken{i}.jpg").write_bytes(b"\xff\xd8 not really")
   return root
 
 
 def _direct(source: ImageFolderSource, preprocess: Preprocess) -> np.ndarray:
-  return np.stack([preprocess(source[i]) for i in range(len(source)) if "broken" not in source.paths[i].name])
+  return np.stack(
+    [preprocess(source[i]) for i in range(len(source)) if "broken" not in source.paths[i].name]
+  )
 
 
 def test_cache_holds_exactly_the_preprocessed_images_and_skips_broken_ones(tmp_path):
@@ -52,7 +56,9 @@ def test_second_start_reads_the_cache_without_decoding(tmp_path, monkeypatch):
     raise AssertionError("decoded again")
 
   monkeypatch.setattr(ImageFolderSource, "__getitem__", no_decoding)
-  again = cached_images(ImageFolderSource(tmp_path / "pics"), PRE, tmp_path / "cache", workers=1, show_progress=False)
+  again = cached_images(
+    ImageFolderSource(tmp_path / "pics"), PRE, tmp_path / "cache", workers=1, show_progress=False
+  )
   assert again.directory == first.directory
   np.testing.assert_array_equal(again.take(range(6)), first.take(range(6)))
 
@@ -60,7 +66,9 @@ def test_second_start_reads_the_cache_without_decoding(tmp_path, monkeypatch):
 @pytest.mark.parametrize("change", ["rewrite", "touch", "add", "remove", "rename"])
 def test_a_changed_folder_is_rebuilt_and_the_outdated_cache_removed(tmp_path, change):
   folder = _folder(tmp_path / "pics", 6)
-  first = cached_images(ImageFolderSource(folder), PRE, tmp_path / "cache", workers=1, show_progress=False)
+  first = cached_images(
+    ImageFolderSource(folder), PRE, tmp_path / "cache", workers=1, show_progress=False
+  )
   target = folder / "0002.png"
   if change == "rewrite":  # same name and mtime, other content and size
     stat = target.stat()
@@ -84,7 +92,9 @@ def test_a_changed_folder_is_rebuilt_and_the_outdated_cache_removed(tmp_path, ch
 def test_other_settings_get_their_own_cache_and_keep_the_first(tmp_path):
   source = ImageFolderSource(_folder(tmp_path / "pics", 4))
   grey = cached_images(source, Preprocess(8, 1), tmp_path / "cache", workers=1, show_progress=False)
-  small = cached_images(source, Preprocess(6, 3), tmp_path / "cache", workers=1, show_progress=False)
+  small = cached_images(
+    source, Preprocess(6, 3), tmp_path / "cache", workers=1, show_progress=False
+  )
   assert grey.directory != small.directory and grey.directory.exists()
   assert grey[0].shape == (8, 8, 1) and small[0].shape == (6, 6, 3)
 
@@ -113,7 +123,9 @@ def test_half_built_cache_of_a_dead_process_is_removed(tmp_path):
   assert not dead.exists() and directory.exists()
 
 
-def test_cache_location_defaults_outside_the_repo_and_follows_the_environment(monkeypatch, tmp_path):
+def test_cache_location_defaults_outside_the_repo_and_follows_the_environment(
+  monkeypatch, tmp_path
+):
   monkeypatch.delenv(cache.CACHE_DIR_ENV, raising=False)
   monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
   assert default_cache_dir() == Path.home() / ".cache" / "vae_jax"
@@ -122,7 +134,9 @@ def test_cache_location_defaults_outside_the_repo_and_follows_the_environment(mo
 
 
 def test_cached_images_pickle_by_path(tmp_path):
-  images = cached_images(ImageFolderSource(_folder(tmp_path / "pics", 3)), PRE, tmp_path / "c", 1, False)
+  images = cached_images(
+    ImageFolderSource(_folder(tmp_path / "pics", 3)), PRE, tmp_path / "c", 1, False
+  )
   blob = pickle.dumps(images)
   assert len(blob) < 5000  # the path, not the pixels
   np.testing.assert_array_equal(pickle.loads(blob)[2], images[2])
@@ -151,6 +165,8 @@ def test_npy_rows_refuse_truncated_files(tmp_path):
 
 
 def test_cached_images_reopen_from_directory(tmp_path):
-  images = cached_images(ImageFolderSource(_folder(tmp_path / "pics", 3, broken=1)), PRE, tmp_path / "c", 1, False)
+  images = cached_images(
+    ImageFolderSource(_folder(tmp_path / "pics", 3, broken=1)), PRE, tmp_path / "c", 1, False
+  )
   reopened = CachedImages(images.directory)
   assert len(reopened) == 3 and reopened.skipped == images.skipped

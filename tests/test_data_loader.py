@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from vae_jax.config import base_config
-from vae_jax.data.pipeline import DevicePrefetch, ShuffledBatches, build_dataset, load_images, train_iterator
+from vae_jax.data.pipeline import (
+  DevicePrefetch,
+  ShuffledBatches,
+  build_dataset,
+  load_images,
+  train_iterator,
+)
 
 N, SIZE, BATCH = 60, 4, 7
 
@@ -23,7 +29,10 @@ N, SIZE, BATCH = 60, 4, 7
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
   folder = tmp_path_factory.mktemp("data")
-  np.save(folder / "indexed.npy", np.broadcast_to(np.arange(N, dtype=np.uint8)[:, None, None, None], (N, 6, 6, 1)))
+  np.save(
+    folder / "indexed.npy",
+    np.broadcast_to(np.arange(N, dtype=np.uint8)[:, None, None, None], (N, 6, 6, 1)),
+  )
   config = base_config()
   config.data.source = f"npz:{folder / 'indexed.npy'}"
   config.data.image_size, config.data.channels, config.data.val_fraction = SIZE, 1, 0.1
@@ -68,7 +77,9 @@ def test_worker_processes_deliver_the_same_stream_and_state(dataset):
     assert _take(resumed, 19) == expected[11:]
   finally:
     resumed.close()
-  other_layout = train_iterator(dataset, BATCH, seed=5, worker_count=0)  # resume with another worker count
+  other_layout = train_iterator(
+    dataset, BATCH, seed=5, worker_count=0
+  )  # resume with another worker count
   other_layout.set_state(state)
   assert _take(other_layout, 19) == expected[11:]
 
@@ -99,7 +110,9 @@ def test_device_prefetch_keeps_the_state_of_the_batch_it_hands_out_next(dataset)
 
 def test_cached_images_are_not_preprocessed_twice(tmp_path):
   # crop_size 8 then resize to 4: applying it again to a 4×4 cached image would fail.
-  np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (12, 10, 10, 3), dtype=np.uint8))
+  np.save(
+    tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (12, 10, 10, 3), dtype=np.uint8)
+  )
   config = base_config()
   config.data.source = f"npz:{tmp_path / 'x.npy'}"
   config.data.image_size, config.data.channels, config.data.crop_size = 4, 3, 8
@@ -112,7 +125,11 @@ def test_cached_images_are_not_preprocessed_twice(tmp_path):
 
 def test_grain_workers_leave_ctrl_c_to_the_trainer():
   """A terminal's Ctrl-C reaches the workers too; they ignore it while the trainer saves and stops."""
-  probe = ("import signal; from vae_jax.data.pipeline import _init_worker; _init_worker(0, 1); "
-           "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
-  result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+  probe = (
+    "import signal; from vae_jax.data.pipeline import _init_worker; _init_worker(0, 1); "
+    "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+  )
+  result = subprocess.run(
+    [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+  )
   assert result.stdout.strip() == "True", result.stderr[-2000:]

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
-
 from conftest import kill_then_rerun, load_config
+
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.train import train_and_evaluate
 
@@ -15,15 +14,23 @@ STEPS, EVERY, WORKERS = 120, 40, 2  # 36 training images in batches of 8: 120 st
 
 def test_sigkill_with_workers_over_many_epochs_then_rerun_gives_identical_parameters(tmp_path):
   overrides = [
-      f"--config.train.steps={STEPS}", f"--config.train.ckpt_every={EVERY}", "--config.train.eval_every=60",
-      "--config.train.log_every=50", f"--config.data.worker_count={WORKERS}",
+    f"--config.train.steps={STEPS}",
+    f"--config.train.ckpt_every={EVERY}",
+    "--config.train.eval_every=60",
+    "--config.train.log_every=50",
+    f"--config.data.worker_count={WORKERS}",
   ]
   killed = tmp_path / "killed"
   kill_then_rerun(killed, overrides, STEPS)
   ckpts = killed / "checkpoints"
 
   config = load_config("faces_mlp")
-  config.train.steps, config.train.ckpt_every, config.train.eval_every, config.train.log_every = STEPS, EVERY, 60, 50
+  config.train.steps, config.train.ckpt_every, config.train.eval_every, config.train.log_every = (
+    STEPS,
+    EVERY,
+    60,
+    50,
+  )
   config.data.worker_count = WORKERS
   straight = train_and_evaluate(config, tmp_path / "straight")
   restored = Checkpointer(ckpts).restore(straight)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, load_config
 from PIL import Image
 
-from conftest import ROOT, load_config
 from vae_jax.data.pipeline import build_dataset
 from vae_jax.data.sources import TfdsSource, load_image, make_source
 from vae_jax.data.tfds_builders import BUILD_REPORT, build
@@ -30,9 +30,13 @@ def _pictures(root: Path, n: int = 14) -> Path:
   for i in range(n):
     folder = root / ("spirals" if i % 2 else "ellipticals")
     folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(folder / f"{1000 + i}.png")
+    Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(
+      folder / f"{1000 + i}.png"
+    )
   Image.new("L", (36, 36), 77).save(root / "grey.jpg", quality=95)  # stored as RGB
-  Image.new("CMYK", (36, 36), (0, 255, 255, 0)).save(root / "cmyk.jpg", quality=95)  # re-encoded as RGB PNG
+  Image.new("CMYK", (36, 36), (0, 255, 255, 0)).save(
+    root / "cmyk.jpg", quality=95
+  )  # re-encoded as RGB PNG
   (root / "broken.png").write_bytes(b"not a png")
   (root / "empty.jpg").write_bytes(b"")
   return root
@@ -54,13 +58,18 @@ def test_builders_store_every_readable_image_with_its_pixels_and_report_the_rest
   assert report["stored"] == 16
   reasons = {Path(s["item"]).name: s["reason"] for s in report["skipped"]}
   assert reasons.keys() == {"broken.png", "empty.jpg"}
-  assert reasons["broken.png"].startswith("not an image") and reasons["empty.jpg"] == "empty file (0 bytes)"
+  assert (
+    reasons["broken.png"].startswith("not an image")
+    and reasons["empty.jpg"] == "empty file (0 bytes)"
+  )
   source = make_source("tfds:image_folder/pics", tfds_data_dir=str(data_dir))
   assert isinstance(source, TfdsSource) and len(source) == 16
   by_name = {source.records[i]["filename"].decode(): source[i] for i in range(len(source))}
   for name, pixels in by_name.items():
     expected = load_image(pictures / name)
-    np.testing.assert_array_equal(pixels, np.repeat(expected, 3, 2) if expected.shape[2] == 1 else expected)
+    np.testing.assert_array_equal(
+      pixels, np.repeat(expected, 3, 2) if expected.shape[2] == 1 else expected
+    )
   labels = {source.records[i]["label"].decode() for i in range(len(source))}
   assert labels == {"spirals", "ellipticals", ""}
 
@@ -105,7 +114,10 @@ def test_a_missing_feature_split_or_dataset_is_a_clear_error(built):
   with pytest.raises(ValueError, match=r"no split 'test'.*\['train'\].*tfds_split"):
     build_dataset(config)
   config.data.source = "tfds:image_folder/holidays"
-  with pytest.raises(ValueError, match=r"not (found|prepared).*build_dataset.py --dataset=image_folder --name=holidays"):
+  with pytest.raises(
+    ValueError,
+    match=r"not (found|prepared).*build_dataset.py --dataset=image_folder --name=holidays",
+  ):
     build_dataset(config)
 
 
@@ -131,33 +143,55 @@ def test_tensorflow_is_never_imported(tmp_path):
   stand_in = tmp_path / "site" / "tensorflow"
   stand_in.mkdir(parents=True)
   log = tmp_path / "tensorflow_imports.log"
-  (stand_in / "__init__.py").write_text(textwrap.dedent(f"""
+  (stand_in / "__init__.py").write_text(
+    textwrap.dedent(f"""
       import traceback
       with open({str(log)!r}, "a") as f:
         f.write("".join(traceback.format_stack()))
       raise ImportError("tensorflow is not available in this test")
-  """))
+  """)
+  )
   _pictures(tmp_path / "pictures", n=4)
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+  env = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+  }
   built = subprocess.run(
-      [sys.executable, str(ROOT / "bin" / "build_dataset.py"), "--dataset=image_folder", "--name=pics",
-       f"--manual_dir={tmp_path / 'pictures'}", f"--data_dir={tmp_path / 'tfds'}"],
-      capture_output=True, text=True, env=env,
+    [
+      sys.executable,
+      str(ROOT / "bin" / "build_dataset.py"),
+      "--dataset=image_folder",
+      "--name=pics",
+      f"--manual_dir={tmp_path / 'pictures'}",
+      f"--data_dir={tmp_path / 'tfds'}",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
   )
   assert built.returncode == 0, built.stderr[-2000:]
-  read = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+  read = subprocess.run(
+    [
+      sys.executable,
+      "-c",
+      textwrap.dedent(f"""
       import sys
       from vae_jax.config import base_config
       from vae_jax.data.pipeline import build_dataset, train_iterator
       config = base_config()
       config.data.source = "tfds:image_folder/pics"
-      config.data.tfds_data_dir = {str(tmp_path / 'tfds')!r}
-      config.data.cache_dir = {str(tmp_path / 'cache')!r}
+      config.data.tfds_data_dir = {str(tmp_path / "tfds")!r}
+      config.data.cache_dir = {str(tmp_path / "cache")!r}
       config.data.image_size, config.data.channels = 16, 3
       dataset = build_dataset(config)
       assert next(train_iterator(dataset, 2, seed=0, shard=(0, 1))).shape == (2, 16, 16, 3)
       print(len(dataset.source), "tensorflow" in sys.modules)
-  """)], capture_output=True, text=True, env=env)
+  """),
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+  )
   assert read.returncode == 0, read.stderr[-2000:]
   assert read.stdout.split() == ["6", "False"]
   assert not log.exists(), log.read_text()
@@ -168,7 +202,8 @@ def test_a_uint8_tensor_feature_is_read_as_images(tmp_path, monkeypatch):
   package = tmp_path / "tensor_builders"
   package.mkdir()
   (package / "__init__.py").write_text("")
-  (package / "tensor_faces.py").write_text(textwrap.dedent("""
+  (package / "tensor_faces.py").write_text(
+    textwrap.dedent("""
       import numpy as np
       import tensorflow_datasets as tfds
 
@@ -185,7 +220,8 @@ def test_a_uint8_tensor_feature_is_read_as_images(tmp_path, monkeypatch):
         def _generate_examples(self):
           for i in range(5):
             yield i, {"pixels": np.full((12, 12), 40 * i, np.uint8)}
-  """))
+  """)
+  )
   monkeypatch.syspath_prepend(str(tmp_path))
   from tensor_builders.tensor_faces import TensorFaces
 

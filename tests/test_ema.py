@@ -8,13 +8,19 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-
 from conftest import load_config
+
 from vae_jax.checkpoint import CheckpointMismatchError
 from vae_jax.evaluate import evaluate_workdir
 from vae_jax.models import build_model
 from vae_jax.restore import load_run
-from vae_jax.train import create_train_state, ema_decay, make_optimizer, make_train_step, train_and_evaluate
+from vae_jax.train import (
+  create_train_state,
+  ema_decay,
+  make_optimizer,
+  make_train_step,
+  train_and_evaluate,
+)
 
 DECAY = 0.9
 
@@ -36,10 +42,14 @@ def test_the_average_follows_its_recurrence_and_leaves_training_as_it_is():
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   model = build_model(config.model, config.loss, shape)
   step = make_train_step(model, config)
-  batches = np.random.default_rng(0).integers(0, 256, (3, config.train.batch_size) + shape, dtype=np.uint8)
+  batches = np.random.default_rng(0).integers(
+    0, 256, (3, config.train.batch_size) + shape, dtype=np.uint8
+  )
 
   def run(keep_ema: bool):
-    state = create_train_state(model, make_optimizer(config.opt, 10), shape, jax.random.key(0), keep_ema=keep_ema)
+    state = create_train_state(
+      model, make_optimizer(config.opt, 10), shape, jax.random.key(0), keep_ema=keep_ema
+    )
     history = [_leaves(state.params)]
     for batch in batches:
       state, _ = step(state, batch, jax.random.key(1))
@@ -90,8 +100,11 @@ def test_a_resumed_run_ends_with_the_average_of_an_unbroken_one(tmp_path):
   resumed = train_and_evaluate(_config(steps=9), staged)
   straight = train_and_evaluate(_config(steps=9), tmp_path / "straight")
   assert int(resumed.step) == 9
-  for x, y in zip(_leaves((resumed.params, resumed.ema_params)), _leaves((straight.params, straight.ema_params)),
-                  strict=True):
+  for x, y in zip(
+    _leaves((resumed.params, resumed.ema_params)),
+    _leaves((straight.params, straight.ema_params)),
+    strict=True,
+  ):
     np.testing.assert_array_equal(x, y)
 
 

@@ -8,15 +8,25 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.synthetic import FACE_FACTORS
 from vae_jax.evaluate import evaluate_workdir
 
-KEYS = ("n_images", "neg_elbo_nats", "bits_per_dim", "iwae_nll_nats", "psnr_db", "pooled_psnr_db", "mse", "ssim",
-        "active_units", "kl_per_dim")
+KEYS = (
+  "n_images",
+  "neg_elbo_nats",
+  "bits_per_dim",
+  "iwae_nll_nats",
+  "psnr_db",
+  "pooled_psnr_db",
+  "mse",
+  "ssim",
+  "active_units",
+  "kl_per_dim",
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +69,9 @@ def test_synthetic_source_reports_factors_and_mig(report):
   assert 0.0 <= factors["mig"] <= 1.0 and factors["n_images"] == 12
   for row in factors["per_factor"].values():
     assert len(row["nmi_per_dim"]) == len(row["corr_per_dim"]) == 10
-    assert row["nmi"] == max(row["nmi_per_dim"]) and row["best_dim"] == row["nmi_per_dim"].index(row["nmi"])
+    assert row["nmi"] == max(row["nmi_per_dim"]) and row["best_dim"] == row["nmi_per_dim"].index(
+      row["nmi"]
+    )
 
 
 def test_any_folder_is_scored_with_the_runs_preprocessing(workdir, tmp_path, monkeypatch):
@@ -74,7 +86,10 @@ def test_any_folder_is_scored_with_the_runs_preprocessing(workdir, tmp_path, mon
   result = evaluate_workdir(workdir, data=f"folder:{folder}", iw_samples=2, max_images=4)
   assert result["n_images"] == 4 and result["source"] == f"folder:{folder}"
   assert "factors" not in result and "split" not in result
-  assert evaluate_workdir(workdir, data=f"folder:{folder}", iw_samples=2, max_images=None)["n_images"] == 5
+  assert (
+    evaluate_workdir(workdir, data=f"folder:{folder}", iw_samples=2, max_images=None)["n_images"]
+    == 5
+  )
   assert any((tmp_path / "cache").iterdir())
 
 
@@ -86,7 +101,13 @@ def test_a_folder_of_only_unusable_files_is_a_clear_error(workdir, tmp_path, mon
 
 
 def test_command_line_prints_one_json_object(workdir):
-  cmd = [sys.executable, str(ROOT / "bin" / "evaluate.py"), f"--workdir={workdir}", "--iw_samples=3", "--split=train"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "bin" / "evaluate.py"),
+    f"--workdir={workdir}",
+    "--iw_samples=3",
+    "--split=train",
+  ]
   done = subprocess.run(cmd, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]
   result = json.loads(done.stdout)

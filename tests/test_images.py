@@ -64,13 +64,13 @@ def test_default_scale_makes_small_tiles_visible():
 
 
 @pytest.mark.parametrize(
-    "images",
-    [
-        np.zeros((2, 4, 4, 3), np.float32),  # not uint8
-        np.zeros((4, 4, 3), np.uint8),  # no batch axis
-        np.zeros((2, 4, 4, 2), np.uint8),  # two channels
-        np.zeros((2, 4, 4, 4), np.uint8),  # RGBA
-    ],
+  "images",
+  [
+    np.zeros((2, 4, 4, 3), np.float32),  # not uint8
+    np.zeros((4, 4, 3), np.uint8),  # no batch axis
+    np.zeros((2, 4, 4, 2), np.uint8),  # two channels
+    np.zeros((2, 4, 4, 4), np.uint8),  # RGBA
+  ],
 )
 def test_invalid_input_raises(images):
   with pytest.raises(ValueError, match="uint8 N×H×W×C"):
@@ -78,7 +78,9 @@ def test_invalid_input_raises(images):
 
 
 def test_to_uint8_rounds_and_clips():
-  np.testing.assert_array_equal(to_uint8(np.array([-0.5, 0.0, 0.5, 1.0, 3.0])), [0, 0, 128, 255, 255])
+  np.testing.assert_array_equal(
+    to_uint8(np.array([-0.5, 0.0, 0.5, 1.0, 3.0])), [0, 0, 128, 255, 255]
+  )
   np.testing.assert_array_equal(to_uint8(np.array([1.4 / 255, 1.6 / 255])), [1, 2])
 
 
@@ -96,5 +98,13 @@ def test_interleave_rows_stacks_matching_images_and_pads_the_last_rows_white():
   b = a + 100
   tiles = interleave_rows([a, b], ncol=2)
   assert tiles.shape == (6, 2, 1, 1, 1)
-  np.testing.assert_array_equal(tiles[..., 0, 0, 0], [[0, 1], [100, 101], [2, 3], [102, 103], [4, 255], [104, 255]])
-  assert interleave_rows([a, b, a], ncol=8).shape == (3, 5, 1, 1, 1)  # fewer images than columns: one block
+  np.testing.assert_array_equal(
+    tiles[..., 0, 0, 0], [[0, 1], [100, 101], [2, 3], [102, 103], [4, 255], [104, 255]]
+  )
+  assert interleave_rows([a, b, a], ncol=8).shape == (
+    3,
+    5,
+    1,
+    1,
+    1,
+  )  # fewer images than columns: one block

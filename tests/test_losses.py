@@ -69,17 +69,17 @@ def test_gaussian_log_prob_matches_scipy_with_scalar_and_per_pixel_scale():
 _LEVELS = np.arange(256, dtype=np.uint8).reshape(256, 1, 1, 1)  # one image per level
 # (loc, scale): central, mode on a bin edge, outside [0, 1] on both sides, tiny, wide, huge.
 _DISCRETE_CASES = [
-    (0.3, 0.1),
-    (0.5, 0.02),
-    (-0.4, 0.2),
-    (1.7, 0.3),
-    (0.3, 1e-3),
-    (100.7 / 255, 1e-4),
-    (0.31, 1e-5),
-    (0.0, 5e-4),
-    (0.5, 0.5),
-    (0.5, 3.0),
-    (0.5, 100.0),
+  (0.3, 0.1),
+  (0.5, 0.02),
+  (-0.4, 0.2),
+  (1.7, 0.3),
+  (0.3, 1e-3),
+  (100.7 / 255, 1e-4),
+  (0.31, 1e-5),
+  (0.0, 5e-4),
+  (0.5, 0.5),
+  (0.5, 3.0),
+  (0.5, 100.0),
 ]
 # One compilation for every case: loc and log σ are traced scalars.
 _discretized = jax.jit(losses.discretized_gaussian_log_prob)
@@ -135,8 +135,12 @@ def test_discretized_gaussian_sums_over_pixels():
   x = rng.integers(0, 256, size=(2, 3, 3, 1), dtype=np.uint8)
   loc = jnp.asarray(rng.uniform(size=x.shape), jnp.float32)
   per_image = _discretized(jnp.asarray(x), loc, jnp.float32(-2.0))
-  per_pixel = _discretized(jnp.asarray(x.reshape(-1, 1, 1, 1)), loc.reshape(-1, 1, 1, 1), jnp.float32(-2.0))
-  np.testing.assert_allclose(np.asarray(per_image), np.asarray(per_pixel).reshape(2, -1).sum(-1), rtol=1e-5)
+  per_pixel = _discretized(
+    jnp.asarray(x.reshape(-1, 1, 1, 1)), loc.reshape(-1, 1, 1, 1), jnp.float32(-2.0)
+  )
+  np.testing.assert_allclose(
+    np.asarray(per_image), np.asarray(per_pixel).reshape(2, -1).sum(-1), rtol=1e-5
+  )
 
 
 # --- Bernoulli and the reconstruction term -------------------------------------------------------
@@ -157,7 +161,9 @@ def test_mean_image_is_the_likelihoods_mean(likelihood):
   """The Gaussian decoder outputs its mean; the Bernoulli one logits, whose mean is their sigmoid."""
   decoded = jnp.asarray([[-2.0, 0.0, 0.3, 0.9]], jnp.float32)
   want = special.expit(decoded) if likelihood == "bernoulli" else decoded
-  np.testing.assert_allclose(np.asarray(losses.mean_image(likelihood, decoded)), np.asarray(want), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.mean_image(likelihood, decoded)), np.asarray(want), rtol=1e-6
+  )
 
 
 @pytest.mark.parametrize("likelihood", losses.LIKELIHOODS)
@@ -170,13 +176,15 @@ def test_reconstruction_nll_is_summed_per_image(likelihood, discretized):
   if likelihood == "bernoulli":
     decoded = special.logit(decoded).astype(np.float32)
   log_scale = jnp.float32(math.log(0.1))
-  nll = losses.reconstruction_nll(likelihood, jnp.asarray(x), jnp.asarray(decoded), log_scale, discretized)
+  nll = losses.reconstruction_nll(
+    likelihood, jnp.asarray(x), jnp.asarray(decoded), log_scale, discretized
+  )
   nll2 = losses.reconstruction_nll(
-      likelihood,
-      jnp.asarray(np.concatenate([x, x], axis=2)),
-      jnp.asarray(np.concatenate([decoded, decoded], axis=2)),
-      log_scale,
-      discretized,
+    likelihood,
+    jnp.asarray(np.concatenate([x, x], axis=2)),
+    jnp.asarray(np.concatenate([decoded, decoded], axis=2)),
+    log_scale,
+    discretized,
   )
   assert nll.shape == (3,)
   np.testing.assert_allclose(np.asarray(nll2), 2 * np.asarray(nll), rtol=1e-5)
@@ -202,7 +210,9 @@ def test_reconstruction_nll_rejects_an_unknown_likelihood():
 
 def test_kl_weight_ramps_linearly_then_holds():
   steps = jnp.asarray([0, 5, 10, 20, 1000])
-  np.testing.assert_allclose(np.asarray(losses.kl_weight(steps, 2.0, 10)), [0.0, 1.0, 2.0, 2.0, 2.0])
+  np.testing.assert_allclose(
+    np.asarray(losses.kl_weight(steps, 2.0, 10)), [0.0, 1.0, 2.0, 2.0, 2.0]
+  )
   assert float(losses.kl_weight(jnp.asarray(0), 0.5, 0)) == 0.5
   assert float(jax.jit(losses.kl_weight, static_argnums=(1, 2))(jnp.asarray(3), 1.0, 4)) == 0.75
 
@@ -231,7 +241,9 @@ def test_bits_per_dim():
   dims = 30 * 30
   assert float(losses.bits_per_dim(jnp.float32(dims * math.log(2)), dims)) == pytest.approx(1.0)
   np.testing.assert_allclose(
-      np.asarray(losses.bits_per_dim(jnp.asarray([0.0, 3 * 8 * math.log(2)]), 3)), [0.0, 8.0], rtol=1e-6
+    np.asarray(losses.bits_per_dim(jnp.asarray([0.0, 3 * 8 * math.log(2)]), 3)),
+    [0.0, 8.0],
+    rtol=1e-6,
   )
 
 
@@ -249,14 +261,18 @@ def test_psnr_against_hand_computed_values():
 
 def test_squared_error_and_its_psnr():
   x = np.full((2, 4, 4, 1), 51, np.uint8)  # 0.2
-  recon = np.stack([np.full((4, 4, 1), 0.3, np.float32), np.full((4, 4, 1), 0.2 + 0.03, np.float32)])
+  recon = np.stack(
+    [np.full((4, 4, 1), 0.3, np.float32), np.full((4, 4, 1), 0.2 + 0.03, np.float32)]
+  )
   mse = np.asarray(losses.squared_error(jnp.asarray(x), jnp.asarray(recon)))
   np.testing.assert_allclose(mse, [1e-2, 9e-4], rtol=1e-4)
   per_image = np.asarray(losses.psnr(jnp.asarray(x), jnp.asarray(recon)))
   np.testing.assert_allclose(per_image, [20.0, 10 * np.log10(1 / 9e-4)], rtol=1e-4)
   # The pooled PSNR of the two (mean MSE 5.45e-3: 22.6 dB) is below the mean of their PSNRs (25.2 dB).
   pooled = float(losses.psnr_of_mse(jnp.mean(jnp.asarray(mse))))
-  assert pooled == pytest.approx(-10 * np.log10(5.45e-3), rel=1e-4) and pooled < per_image.mean() - 2
+  assert (
+    pooled == pytest.approx(-10 * np.log10(5.45e-3), rel=1e-4) and pooled < per_image.mean() - 2
+  )
 
 
 def test_psnr_clips_the_reconstruction_to_the_data_range():

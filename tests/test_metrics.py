@@ -29,7 +29,10 @@ class LinearGaussian:
   def log_px(self) -> float:
     cov = self.w @ self.w.T + self.s**2 * np.eye(len(self.x))
     d = self.x - self.b
-    return float(-0.5 * (d @ np.linalg.solve(cov, d) + np.linalg.slogdet(cov)[1] + len(d) * math.log(2 * math.pi)))
+    return float(
+      -0.5
+      * (d @ np.linalg.solve(cov, d) + np.linalg.slogdet(cov)[1] + len(d) * math.log(2 * math.pi))
+    )
 
   def posterior(self) -> tuple[np.ndarray, np.ndarray]:
     cov = np.linalg.inv(np.eye(self.w.shape[1]) + self.w.T @ self.w / self.s**2)
@@ -39,7 +42,9 @@ class LinearGaussian:
     resid = self.x - self.w @ q_mean - self.b
     expected_sq = resid @ resid + np.trace(self.w @ np.diag(q_var) @ self.w.T)
     n = len(self.x)
-    expected_log_lik = -0.5 * expected_sq / self.s**2 - n * math.log(self.s) - 0.5 * n * math.log(2 * math.pi)
+    expected_log_lik = (
+      -0.5 * expected_sq / self.s**2 - n * math.log(self.s) - 0.5 * n * math.log(2 * math.pi)
+    )
     return float(expected_log_lik - np.sum(losses.gaussian_kl(q_mean, np.log(q_var))))
 
   def log_weight_fn(self, q_mean: np.ndarray, q_var: np.ndarray, copies: int):
@@ -59,8 +64,10 @@ class LinearGaussian:
 
 
 TOY = LinearGaussian(
-    w=np.array([[1.0, 0.5], [-0.3, 0.8], [0.6, -1.2]]), b=np.array([0.2, -0.1, 0.4]), s=0.7,
-    x=np.array([1.1, -0.4, 0.9]),
+  w=np.array([[1.0, 0.5], [-0.3, 0.8], [0.6, -1.2]]),
+  b=np.array([0.2, -0.1, 0.4]),
+  s=0.7,
+  x=np.array([1.1, -0.4, 0.9]),
 )
 # A deliberately poor diagonal proposal: shifted and too wide.
 Q_MEAN = TOY.posterior()[0] + np.array([0.3, -0.2])
@@ -69,7 +76,9 @@ Q_VAR = 2.0 * np.diag(TOY.posterior()[1])
 
 def test_iwae_with_one_sample_is_the_elbo_on_average():
   copies = 20000
-  bound = metrics.iwae_log_likelihood(TOY.log_weight_fn(Q_MEAN, Q_VAR, copies), jax.random.key(0), 1)
+  bound = metrics.iwae_log_likelihood(
+    TOY.log_weight_fn(Q_MEAN, Q_VAR, copies), jax.random.key(0), 1
+  )
   stderr = float(np.std(bound)) / math.sqrt(copies)
   assert float(np.mean(bound)) == pytest.approx(TOY.elbo(Q_MEAN, Q_VAR), abs=4 * stderr)
 
@@ -79,7 +88,9 @@ def test_iwae_tightens_with_k_towards_the_true_log_likelihood():
   assert elbo < log_px - 0.1  # the proposal is poor enough for the bound to have room to tighten
   means = []
   for k in (1, 4, 32, 256):
-    bound = metrics.iwae_log_likelihood(TOY.log_weight_fn(Q_MEAN, Q_VAR, 8000), jax.random.key(k), k, chunk=32)
+    bound = metrics.iwae_log_likelihood(
+      TOY.log_weight_fn(Q_MEAN, Q_VAR, 8000), jax.random.key(k), k, chunk=32
+    )
     means.append(float(np.mean(bound)))
   assert all(a < b for a, b in zip(means, means[1:])), means
   assert means[-1] <= log_px + 1e-3
@@ -91,7 +102,9 @@ def test_iwae_with_the_exact_posterior_is_exact_for_every_k():
   toy = dataclasses.replace(TOY, w=np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]))
   mean, cov = toy.posterior()
   for k in (1, 7):
-    bound = metrics.iwae_log_likelihood(toy.log_weight_fn(mean, np.diag(cov), 5), jax.random.key(3), k)
+    bound = metrics.iwae_log_likelihood(
+      toy.log_weight_fn(mean, np.diag(cov), 5), jax.random.key(3), k
+    )
     np.testing.assert_allclose(bound, toy.log_px(), atol=1e-4)
 
 
@@ -139,7 +152,9 @@ def test_ssim_of_identical_images_is_one_and_of_constant_images_by_hand():
   flat_a, flat_b = np.full((1, 12, 12, 1), a), np.full((1, 12, 12, 1), b)
   c1 = 0.01**2
   # The windowed variances are E[x²] − E[x]² ≈ 0.09 − 0.09: float32 rounding leaves ~1e-8 against c2 = 9e-4.
-  np.testing.assert_allclose(metrics.ssim(flat_a, flat_b), (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-4)
+  np.testing.assert_allclose(
+    metrics.ssim(flat_a, flat_b), (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-4
+  )
 
 
 def test_ssim_refuses_images_smaller_than_the_window():
@@ -149,9 +164,13 @@ def test_ssim_refuses_images_smaller_than_the_window():
 
 def test_psnr_by_hand():
   zeros = np.zeros((2, 4, 4, 1), np.uint8)
-  np.testing.assert_allclose(losses.psnr(zeros, np.full(zeros.shape, 0.1)), 20.0, rtol=1e-5)  # MSE 0.01
+  np.testing.assert_allclose(
+    losses.psnr(zeros, np.full(zeros.shape, 0.1)), 20.0, rtol=1e-5
+  )  # MSE 0.01
   whites = np.full((1, 4, 4, 3), 255, np.uint8)
-  np.testing.assert_allclose(losses.psnr(whites, np.full(whites.shape, 0.5)), 10 * math.log10(4), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.psnr(whites, np.full(whites.shape, 0.5)), 10 * math.log10(4), rtol=1e-5
+  )
 
 
 # --- active units, mutual information, MIG ---
@@ -175,7 +194,9 @@ def test_mutual_information_by_hand():
 
 
 def test_discretize_keeps_few_distinct_values_and_bins_continuous_ones():
-  np.testing.assert_array_equal(metrics.discretize(np.array([5.0, 2.0, 5.0, 2.0]), 10), [1, 0, 1, 0])
+  np.testing.assert_array_equal(
+    metrics.discretize(np.array([5.0, 2.0, 5.0, 2.0]), 10), [1, 0, 1, 0]
+  )
   codes = metrics.discretize(np.linspace(0, 1, 100), 10)
   np.testing.assert_array_equal(np.bincount(codes), [10] * 10)
 

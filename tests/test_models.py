@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_config
 from flax import traverse_util
 
-from conftest import load_config
 from vae_jax.losses import gaussian_kl
 from vae_jax.models import build_model
 from vae_jax.models.conv import conv_encoder_geometry
@@ -55,9 +55,15 @@ def _num_params(params) -> int:
 def test_mlp_matches_the_seed_parameter_count():
   config = load_config("faces_mlp", None)
   seed_layers = [
-      _dense(900, 512), _dense(512, 96), _dense(96, 25),  # encoder
-      _dense(25, 10), _dense(25, 10),  # mean and log-variance heads
-      _dense(10, 25), _dense(25, 96), _dense(96, 512), _dense(512, 900),  # decoder
+    _dense(900, 512),
+    _dense(512, 96),
+    _dense(96, 25),  # encoder
+    _dense(25, 10),
+    _dense(25, 10),  # mean and log-variance heads
+    _dense(10, 25),
+    _dense(25, 96),
+    _dense(96, 512),
+    _dense(512, 900),  # decoder
   ]
   model = build_model(config.model, config.loss, _image_shape(config))
   assert _num_params(_abstract_params(model, _image_shape(config))) == sum(seed_layers) == 1_027_640
@@ -66,10 +72,14 @@ def test_mlp_matches_the_seed_parameter_count():
 def test_conv_matches_the_seed_parameter_count():
   config = load_config("faces_conv", None)
   seed_layers = [
-      _conv(1, 10, 5), _conv(10, 5, 5),  # encoder (max-pools have no parameters)
-      _dense(45, 10), _dense(45, 10),  # heads on the flattened 5×3×3 map
-      _dense(10, 45),  # decoder: back to 5×3×3
-      _conv(5, 10, 4), _conv(10, 3, 6), _conv(3, 1, 4),  # transposed convolutions
+    _conv(1, 10, 5),
+    _conv(10, 5, 5),  # encoder (max-pools have no parameters)
+    _dense(45, 10),
+    _dense(45, 10),  # heads on the flattened 5×3×3 map
+    _dense(10, 45),  # decoder: back to 5×3×3
+    _conv(5, 10, 4),
+    _conv(10, 3, 6),
+    _conv(3, 1, 4),  # transposed convolutions
   ]
   model = build_model(config.model, config.loss, _image_shape(config))
   assert _num_params(_abstract_params(model, _image_shape(config))) == sum(seed_layers) == 4_872
@@ -105,7 +115,8 @@ def family(request):
   x = jnp.asarray(np.random.default_rng(1).integers(0, 256, (3,) + image_shape, dtype=np.uint8))
   rng = np.random.default_rng(2)
   params = jax.tree.map(
-      lambda p: jnp.asarray(rng.normal(0.0, 0.1, p.shape), jnp.float32), _abstract_params(model, image_shape)
+    lambda p: jnp.asarray(rng.normal(0.0, 0.1, p.shape), jnp.float32),
+    _abstract_params(model, image_shape),
   )
 
   @jax.jit
@@ -114,10 +125,10 @@ def family(request):
     out = model.apply(variables, x, jax.random.key(2))
     mean, logvar = model.apply(variables, x, method=model.encode)
     return {
-        "out": out,
-        "mean": mean,
-        "logvar": logvar,
-        "decoded_z": model.apply(variables, out["z"], method=model.decode),
+      "out": out,
+      "mean": mean,
+      "logvar": logvar,
+      "decoded_z": model.apply(variables, out["z"], method=model.decode),
     }
 
   return request.param, config, x, run(params, x)
@@ -142,7 +153,9 @@ def test_encode_decode_shapes_and_consistency_with_call(family):
   assert res["mean"].shape == res["logvar"].shape == (3, config.model.latent_dim)
   np.testing.assert_allclose(np.asarray(res["mean"]), np.asarray(out["mean"]), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(res["logvar"]), np.asarray(out["logvar"]), rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(res["decoded_z"]), np.asarray(out["decoded"]), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(res["decoded_z"]), np.asarray(out["decoded"]), rtol=1e-5, atol=1e-6
+  )
   assert not np.allclose(np.asarray(out["z"]), np.asarray(out["mean"]))  # a sample, not the mean
   decoded = np.asarray(out["decoded"])
   assert decoded.min() >= 0.0 and decoded.max() <= 1.0  # sigmoid / mapped tanh: the data scale
@@ -156,7 +169,12 @@ def test_space_to_depth_groups_each_patch_row_major():
   y = np.asarray(space_to_depth(jnp.asarray(x)))
   assert y.shape == (2, 2, 3, 12)
   for i, j in [(0, 0), (1, 2), (0, 1)]:
-    patch = [x[:, 2 * i, 2 * j], x[:, 2 * i, 2 * j + 1], x[:, 2 * i + 1, 2 * j], x[:, 2 * i + 1, 2 * j + 1]]
+    patch = [
+      x[:, 2 * i, 2 * j],
+      x[:, 2 * i, 2 * j + 1],
+      x[:, 2 * i + 1, 2 * j],
+      x[:, 2 * i + 1, 2 * j + 1],
+    ]
     np.testing.assert_array_equal(y[:, i, j], np.concatenate(patch, axis=-1))
 
 
@@ -168,7 +186,9 @@ def test_space_to_depth_and_depth_to_space_are_inverses():
 
 
 def _conv2x2(x_BHWC, kernel_HWIO):
-  return jax.lax.conv_general_dilated(x_BHWC, kernel_HWIO, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return jax.lax.conv_general_dilated(
+    x_BHWC, kernel_HWIO, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def test_space_to_depth_dense_is_a_2x2_stride_2_convolution():
@@ -189,7 +209,9 @@ def test_dense_depth_to_space_is_the_transposed_convolution():
   kernel = _normal(9, (4 * c_in, c_out))
   y = _normal(10, (2, 4, 3, c_out))
   _, vjp = jax.vjp(lambda v: _conv2x2(v, kernel.reshape(2, 2, c_in, c_out)), x)
-  np.testing.assert_allclose(np.asarray(depth_to_space(y @ kernel.T)), np.asarray(vjp(y)[0]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(depth_to_space(y @ kernel.T)), np.asarray(vjp(y)[0]), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_2x2_sub_pixel_upsampling_is_a_kernel_4_stride_2_transposed_convolution():
@@ -209,16 +231,25 @@ def test_2x2_sub_pixel_upsampling_is_a_kernel_4_stride_2_transposed_convolution(
   out = decoder.apply({"params": params}, z)
 
   h = jax.nn.relu(z @ params["dense"]["kernel"] + params["dense"]["bias"]).reshape(2, h0, w0, c_in)
-  w = np.asarray(params["up_0"]["kernel"]).reshape(2, 2, c_in, 2, 2, c_out)  # dy, dx, in, ry, rx, out
+  w = np.asarray(params["up_0"]["kernel"]).reshape(
+    2, 2, c_in, 2, 2, c_out
+  )  # dy, dx, in, ry, rx, out
   kernel = np.zeros((4, 4, c_in, c_out), np.float32)
   for dy, dx, ry, rx in np.ndindex(2, 2, 2, 2):
     kernel[2 * dy - ry + 1, 2 * dx - rx + 1] = w[dy, dx, :, ry, rx]
   transposed = jax.lax.conv_general_dilated(
-      h, jnp.asarray(kernel), (1, 1), ((1, 3), (1, 3)), lhs_dilation=(2, 2), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    h,
+    jnp.asarray(kernel),
+    (1, 1),
+    ((1, 3), (1, 3)),
+    lhs_dilation=(2, 2),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
   )
   phase_bias = depth_to_space(jnp.broadcast_to(params["up_0"]["bias"], (2, h0, w0, 4 * c_out)))
   assert out.shape == (2, 2 * h0, 2 * w0, c_out)
-  np.testing.assert_allclose(np.asarray(out), np.asarray(transposed + phase_bias), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out), np.asarray(transposed + phase_bias), rtol=1e-5, atol=1e-5
+  )
 
 
 # --- Configuration errors and the likelihood scale -----------------------------------------------
@@ -232,7 +263,9 @@ def test_decoder_plan_that_misses_the_image_size_raises():
     _abstract_params(model, _image_shape(config))
 
 
-@pytest.mark.parametrize("field, value", [("encoder_channels", (10, 5, 7)), ("decoder_kernels", (4, 6))])
+@pytest.mark.parametrize(
+  "field, value", [("encoder_channels", (10, 5, 7)), ("decoder_kernels", (4, 6))]
+)
 def test_conv_layer_lists_of_different_lengths_raise(field, value):
   config = load_config("faces_conv", "smoke")
   config.model[field] = value
@@ -282,7 +315,9 @@ def test_unknown_output_activation_raises():
 def test_learned_scale_adds_exactly_one_parameter():
   config = load_config("faces_mlp", "smoke")
   image_shape = _image_shape(config)
-  fixed = traverse_util.flatten_dict(_abstract_params(build_model(config.model, config.loss, image_shape), image_shape))
+  fixed = traverse_util.flatten_dict(
+    _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)
+  )
   config.loss.likelihood = "gaussian_learned"
   config.loss.scale = 0.2
   model = build_model(config.model, config.loss, image_shape)
@@ -296,7 +331,9 @@ def test_learned_scale_adds_exactly_one_parameter():
   params = model.init(_KEY, method=model.likelihood_log_scale)["params"]
   assert set(params) == {"log_scale"}
   assert float(params["log_scale"]) == pytest.approx(math.log(0.2))
-  assert float(model.apply({"params": params}, method=model.likelihood_log_scale)) == pytest.approx(math.log(0.2))
+  assert float(model.apply({"params": params}, method=model.likelihood_log_scale)) == pytest.approx(
+    math.log(0.2)
+  )
 
 
 # --- The learned prior and the sub-pixel upsamplings -----------------------------------------------
@@ -309,20 +346,32 @@ def test_learned_prior_leaves_the_reconstruction_alone_and_is_what_the_kl_measur
   image_shape = _image_shape(config)
   model = build_model(config.model, config.loss, image_shape)
   rng = np.random.default_rng(4)
-  params = jax.tree.map(lambda p: jnp.asarray(rng.normal(0.0, 0.1, p.shape), jnp.float32),
-                        _abstract_params(model, image_shape))
+  params = jax.tree.map(
+    lambda p: jnp.asarray(rng.normal(0.0, 0.1, p.shape), jnp.float32),
+    _abstract_params(model, image_shape),
+  )
   plain = dict(params, prior_mean=jnp.zeros(4), prior_log_std=jnp.zeros(4))
-  learned = dict(params, prior_mean=jnp.asarray([0.5, -1.0, 2.0, 0.0]), prior_log_std=jnp.asarray([-1.0, 0.3, 0.0, -2.0]))
+  learned = dict(
+    params,
+    prior_mean=jnp.asarray([0.5, -1.0, 2.0, 0.0]),
+    prior_log_std=jnp.asarray([-1.0, 0.3, 0.0, -2.0]),
+  )
   x = jnp.asarray(rng.integers(0, 256, (3,) + image_shape, dtype=np.uint8))
   apply = jax.jit(lambda p: model.apply({"params": p}, x, jax.random.key(3)))
   raw, out = apply(plain), apply(learned)
-  np.testing.assert_allclose(np.asarray(out["decoded"]), np.asarray(raw["decoded"]), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out["decoded"]), np.asarray(raw["decoded"]), rtol=1e-4, atol=1e-5
+  )
   # KL(N(μ, σ²) ‖ N(m, s²)) in the encoder's own coordinates, per dimension.
   m, log_s = learned["prior_mean"], learned["prior_log_std"]
   mu, var = raw["mean"], jnp.exp(raw["logvar"])
   closed_form = log_s - 0.5 * raw["logvar"] + (var + (mu - m) ** 2) / (2 * jnp.exp(2 * log_s)) - 0.5
-  np.testing.assert_allclose(np.asarray(gaussian_kl(out["mean"], out["logvar"])), np.asarray(closed_form),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(gaussian_kl(out["mean"], out["logvar"])),
+    np.asarray(closed_form),
+    rtol=1e-4,
+    atol=1e-5,
+  )
 
 
 def test_the_learned_prior_has_its_own_optimizer():
@@ -332,7 +381,9 @@ def test_the_learned_prior_has_its_own_optimizer():
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   # Adam's first step is −lr·sign(g); the network's learning rate is still 0 in its warm-up.
-  np.testing.assert_allclose(np.asarray(updates["prior_mean"]), -config.opt.prior_learning_rate, rtol=1e-3)
+  np.testing.assert_allclose(
+    np.asarray(updates["prior_mean"]), -config.opt.prior_learning_rate, rtol=1e-3
+  )
   np.testing.assert_array_equal(np.asarray(updates["decoder"]["kernel"]), 0.0)
 
 
@@ -352,7 +403,9 @@ def test_sub_pixel_upsampling_is_an_n_by_n_convolution_to_four_times_the_channel
   config = load_config("galaxy", "smoke")
   image_shape = _image_shape(config)
   config.model.up_neighbourhoods = (3, 1, 2, 1)
-  decoder = _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)["decoder"]
+  decoder = _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)[
+    "decoder"
+  ]
   ins = tuple(reversed(config.model.channels))  # 8, 8, 8, 4
   outs = ins[1:] + (image_shape[-1],)
   for i, size in enumerate(config.model.up_neighbourhoods):

@@ -11,8 +11,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, load_config
+
 from vae_jax.data.pipeline import build_dataset, train_iterator
 from vae_jax.models import build_model
 from vae_jax.restore import load_run
@@ -32,13 +32,22 @@ def _train_in_processes(workdir) -> list[str]:
   address = f"localhost:{_free_port()}"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   procs = [
-      subprocess.Popen(
-          [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
-           f"--workdir={workdir}", f"--coordinator_address={address}", f"--num_processes={NUM_PROCESSES}",
-           f"--process_id={i}"],
-          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      )
-      for i in range(NUM_PROCESSES)
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(ROOT / "bin" / "train.py"),
+        f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+        f"--workdir={workdir}",
+        f"--coordinator_address={address}",
+        f"--num_processes={NUM_PROCESSES}",
+        f"--process_id={i}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(NUM_PROCESSES)
   ]
   logs = []
   for proc in procs:
@@ -78,7 +87,9 @@ def test_the_processes_resume_together_from_their_checkpoint(two_process_run):
   assert all(f"Resumed from step {steps}" in log for log in again)
 
 
-def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_global_batches(two_process_run):
+def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_global_batches(
+  two_process_run,
+):
   """One process replays the run: global batch = process 0's rows then process 1's, same keys and steps."""
   workdir, _, _ = two_process_run
   assert jax.process_count() == 1
@@ -90,19 +101,29 @@ def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_glo
   # On a CPU like the two processes (JAX_PLATFORMS=cpu), also where the default backend is a GPU with TF32 matmuls.
   with jax.default_device(jax.devices("cpu")[0]):
     keys = split_root_key(config.seed)
-    state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape,
-                               keys["init"])
+    state = create_train_state(
+      model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"]
+    )
     step = make_train_step(model, config)
-    streams = [train_iterator(dataset, config.train.batch_size, config.seed, shard=(i, NUM_PROCESSES))
-               for i in range(NUM_PROCESSES)]
+    streams = [
+      train_iterator(dataset, config.train.batch_size, config.seed, shard=(i, NUM_PROCESSES))
+      for i in range(NUM_PROCESSES)
+    ]
     for _ in range(config.train.steps):
       state, _ = step(state, np.concatenate([next(s) for s in streams]), keys["train"])
     for stream in streams:
       stream.close()
 
   replayed = jax.tree.leaves(state.params)
-  for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(restored), replayed, strict=True):
+  for (path, got), want in zip(
+    jax.tree_util.tree_leaves_with_path(restored), replayed, strict=True
+  ):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
-  initial = jax.tree.leaves(create_train_state(model, make_optimizer(config.opt, 1), dataset.image_shape,
-                                             keys["init"]).params)
-  assert any(not np.allclose(a, b) for a, b in zip(replayed, initial))  # the comparison is of trained parameters
+  initial = jax.tree.leaves(
+    create_train_state(
+      model, make_optimizer(config.opt, 1), dataset.image_shape, keys["init"]
+    ).params
+  )
+  assert any(
+    not np.allclose(a, b) for a, b in zip(replayed, initial)
+  )  # the comparison is of trained parameters

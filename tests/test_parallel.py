@@ -11,8 +11,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, load_config
+
 from vae_jax import parallel
 from vae_jax.models import build_model
 from vae_jax.tasks import train
@@ -41,22 +41,26 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
   state = create_train_state(model, make_optimizer(config.opt, STEPS), shape, jax.random.key(0))
   state = parallel.replicate(state, mesh)
   step = make_train_step(model, config)
-  batches = np.random.default_rng(0).integers(0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8)
+  batches = np.random.default_rng(0).integers(
+    0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8
+  )
   losses = []
   for batch in batches:
     x = jax.make_array_from_process_local_data(parallel.batch_sharding(mesh), batch)
     state, metrics = step(state, x, jax.random.key(1))
     losses.append(float(metrics["loss"]))
   result = {
-      "losses": losses,
-      "batch_devices": len(x.sharding.device_set),
-      "batch_shard_rows": sorted({s.data.shape[0] for s in x.addressable_shards}),
-      "params_replicated": all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state.params)),
+    "losses": losses,
+    "batch_devices": len(x.sharding.device_set),
+    "batch_shard_rows": sorted({s.data.shape[0] for s in x.addressable_shards}),
+    "params_replicated": all(p.sharding.is_fully_replicated for p in jax.tree.leaves(state.params)),
   }
   if workdir:
     final = train_and_evaluate(load_config("faces_mlp", "smoke"), workdir)
     result["fit_steps"] = int(final.step)
-    result["fit_params_replicated"] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(final.params))
+    result["fit_params_replicated"] = all(
+      p.sharding.is_fully_replicated for p in jax.tree.leaves(final.params)
+    )
     colorizer = load_config("colorizer", "smoke")
     colorizer.colorizer.vae_workdir = workdir
     result["colorizer_steps"] = int(train(colorizer, Path(workdir) / "colorizer").step)
@@ -64,7 +68,9 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
     unattended.model.encoder_hidden, unattended.model.decoder_hidden = (512, 96, 25), (25, 96, 512)
     for cadence in ("steps", "log_every", "eval_every", "ckpt_every"):
       unattended.train[cadence] = UNATTENDED_STEPS
-    result["unattended_fit_steps"] = int(train_and_evaluate(unattended, Path(workdir) / "unattended").step)
+    result["unattended_fit_steps"] = int(
+      train_and_evaluate(unattended, Path(workdir) / "unattended").step
+    )
   return result
 
 
@@ -74,16 +80,19 @@ def four_devices(tmp_path_factory) -> dict:
   workdir = tmp_path_factory.mktemp("fit4")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   code = (
-      "import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_parallel as t; "
-      "print('RESULT ' + json.dumps(t.losses_on(4, sys.argv[3])))"
+    "import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import test_parallel as t; "
+    "print('RESULT ' + json.dumps(t.losses_on(4, sys.argv[3])))"
   )
   proc = subprocess.run(
-      [sys.executable, "-c", code, str(Path(__file__).parent), str(ROOT), str(workdir)],
-      env=env, capture_output=True, text=True, timeout=600,
+    [sys.executable, "-c", code, str(Path(__file__).parent), str(ROOT), str(workdir)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
+  return json.loads(line[len("RESULT ") :])
 
 
 def test_four_devices_split_the_batch_and_replicate_the_parameters(four_devices):
@@ -95,7 +104,9 @@ def test_four_devices_split_the_batch_and_replicate_the_parameters(four_devices)
 def test_four_devices_give_the_losses_of_one(four_devices):
   one = losses_on(1)
   assert one["batch_devices"] == 1
-  assert len(set(one["losses"])) == STEPS  # the parameters move, so the comparison is not of a constant
+  assert (
+    len(set(one["losses"])) == STEPS
+  )  # the parameters move, so the comparison is not of a constant
   np.testing.assert_allclose(four_devices["losses"], one["losses"], rtol=1e-5)
 
 
@@ -122,7 +133,10 @@ def test_deterministic_gpu_kernels_are_asked_for_in_xla_flags_unless_declined_or
   assert os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=true"
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   parallel.request_deterministic_gpu_kernels()
-  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
+  assert (
+    os.environ["XLA_FLAGS"]
+    == "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
+  )
   user_choice = "--xla_gpu_deterministic_ops=false"
   monkeypatch.setenv("XLA_FLAGS", user_choice)
   parallel.request_deterministic_gpu_kernels()

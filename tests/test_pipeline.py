@@ -21,12 +21,17 @@ BATCH = 6  # does not divide the 40 training images: batches straddle epochs
 
 # The three ways images reach the iterator: decoded once into the cache (already preprocessed),
 # preprocessed batch by batch (no cache), and an array already of the output shape (used as it is).
-@pytest.fixture(scope="module", params=[(6, True), (6, False), (IMAGE_SIZE, True)], ids=["cached", "uncached", "as-is"])
+@pytest.fixture(
+  scope="module",
+  params=[(6, True), (6, False), (IMAGE_SIZE, True)],
+  ids=["cached", "uncached", "as-is"],
+)
 def dataset(request, tmp_path_factory):
   source_size, use_cache = request.param
   folder = tmp_path_factory.mktemp("data")
   images = np.broadcast_to(
-      np.arange(NUM_IMAGES, dtype=np.uint8)[:, None, None, None], (NUM_IMAGES, source_size, source_size, 1)
+    np.arange(NUM_IMAGES, dtype=np.uint8)[:, None, None, None],
+    (NUM_IMAGES, source_size, source_size, 1),
   )
   np.savez(folder / "indexed.npz", images=images)
   config = base_config()
@@ -52,7 +57,9 @@ def _take(iterator, n: int) -> list[np.ndarray]:
 # --- Train/validation split ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, fraction, n_val", [(100, 0.1, 10), (7, 0.01, 1), (50, 0.0, 0), (9, 0.5, 4)])
+@pytest.mark.parametrize(
+  "n, fraction, n_val", [(100, 0.1, 10), (7, 0.01, 1), (50, 0.0, 0), (9, 0.5, 4)]
+)
 def test_split_is_deterministic_disjoint_covering_and_sized(n, fraction, n_val):
   train, val = split_indices(n, fraction, seed=3)
   train2, val2 = split_indices(n, fraction, seed=3)
@@ -105,7 +112,9 @@ def test_the_seed_decides_the_order(dataset):
 def test_each_epoch_is_a_fresh_permutation_of_the_training_split(dataset):
   n_train = len(dataset.train_indices)
   epochs = 3
-  batches = _take(train_iterator(dataset, BATCH, seed=0), epochs * n_train // BATCH)  # 20 batches = 3 epochs
+  batches = _take(
+    train_iterator(dataset, BATCH, seed=0), epochs * n_train // BATCH
+  )  # 20 batches = 3 epochs
   stream = list(itertools.chain.from_iterable(_indices(b) for b in batches))
   assert len(stream) == epochs * n_train
   orders = [stream[e * n_train : (e + 1) * n_train] for e in range(epochs)]
@@ -129,7 +138,9 @@ def test_get_state_set_state_resumes_the_exact_stream(dataset):
 
 
 def test_batch_larger_than_the_training_split_raises_suggesting_one_that_fits(dataset):
-  with pytest.raises(ValueError, match="batch_size=41 is larger than the 40 training images") as error:
+  with pytest.raises(
+    ValueError, match="batch_size=41 is larger than the 40 training images"
+  ) as error:
     train_iterator(dataset, 41, seed=0)
   suggested = int(str(error.value).rsplit("--config.train.batch_size=", 1)[1].rstrip("."))
   assert next(iter(train_iterator(dataset, suggested, seed=0))).shape[0] == suggested

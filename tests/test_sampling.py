@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import optax
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from vae_jax import images, sampling
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.restore import image_subset, load_run
@@ -49,7 +49,9 @@ def test_load_run_reads_parameters_whatever_the_optimiser_state(trained, tmp_pat
   """A checkpoint whose optimiser state has another layout (an earlier version's) still samples."""
   workdir, state, run, _ = trained
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
-  other = create_train_state(run.model, optax.sgd(0.1), (H, W, C), jax.random.key(0)).replace(params=state.params)
+  other = create_train_state(run.model, optax.sgd(0.1), (H, W, C), jax.random.key(0)).replace(
+    params=state.params
+  )
   ckpt = Checkpointer(tmp_path / "checkpoints")
   ckpt.save(7, other)
   ckpt.wait()
@@ -83,7 +85,9 @@ def test_prior_grid_shape_determinism_and_temperature(trained):
   np.testing.assert_array_equal(a, sampling.prior_tiles(run, jax.random.key(0), 3))
   assert not np.array_equal(a, sampling.prior_tiles(run, jax.random.key(1), 3))
   cold = sampling.prior_tiles(run, jax.random.key(0), 2, temperature=0.0)  # every draw is z = 0
-  np.testing.assert_array_equal(cold, np.broadcast_to(sampling.decode(run, np.zeros((1, LATENT))), cold.shape))
+  np.testing.assert_array_equal(
+    cold, np.broadcast_to(sampling.decode(run, np.zeros((1, LATENT))), cold.shape)
+  )
 
 
 @pytest.mark.parametrize("spherical", [False, True])
@@ -108,10 +112,16 @@ def test_interpolate_linear_and_spherical_paths():
     np.testing.assert_allclose(path[-1], b, rtol=1e-6)
   np.testing.assert_allclose(sampling.interpolate(a, b, 9)[4], (a + b) / 2, rtol=1e-6)
   slerp = sampling.interpolate(a, b, 9, spherical=True)
-  np.testing.assert_allclose(np.linalg.norm(slerp, axis=1), np.linalg.norm(a), rtol=1e-5)  # stays on the sphere
+  np.testing.assert_allclose(
+    np.linalg.norm(slerp, axis=1), np.linalg.norm(a), rtol=1e-5
+  )  # stays on the sphere
   angles = np.arccos(np.clip(slerp[:-1] @ b / np.linalg.norm(a) ** 2, -1, 1))
-  np.testing.assert_allclose(np.diff(angles), np.diff(angles)[0], rtol=1e-4)  # at constant angular speed
-  np.testing.assert_allclose(sampling.interpolate(a, 2 * a, 3, spherical=True)[1], 1.5 * a, rtol=1e-6)
+  np.testing.assert_allclose(
+    np.diff(angles), np.diff(angles)[0], rtol=1e-4
+  )  # at constant angular speed
+  np.testing.assert_allclose(
+    sampling.interpolate(a, 2 * a, 3, spherical=True)[1], 1.5 * a, rtol=1e-6
+  )
 
 
 def test_traverse_codes_move_one_dimension_per_row():
@@ -160,7 +170,9 @@ def test_picture_labels_rows_and_keeps_the_grid(trained):
   assert (labelled[caption_h:, :label_w] < 128).any()  # text drawn in the label column
 
 
-@pytest.mark.parametrize("kind", sorted(set(sampling.KINDS) - {"colorize"}))  # colorize: tests/test_colorizer.py
+@pytest.mark.parametrize(
+  "kind", sorted(set(sampling.KINDS) - {"colorize"})
+)  # colorize: tests/test_colorizer.py
 def test_each_kind_writes_the_same_png_for_the_same_seed(trained, kind, tmp_path):
   workdir = trained[0]
   options = sampling.SampleOptions(n=3, seed=5)
@@ -170,7 +182,9 @@ def test_each_kind_writes_the_same_png_for_the_same_seed(trained, kind, tmp_path
   assert a.ndim == 3 and a.shape[-1] == 3 and a.shape[0] > H * images.default_scale(H)
   np.testing.assert_array_equal(a, b)
   if kind in ("recon", "prior", "interp"):
-    other = sampling.write_samples(workdir, kind, tmp_path / "c.png", sampling.SampleOptions(n=3, seed=6))
+    other = sampling.write_samples(
+      workdir, kind, tmp_path / "c.png", sampling.SampleOptions(n=3, seed=6)
+    )
     assert not np.array_equal(a, np.asarray(Image.open(other)))
 
 
@@ -178,9 +192,14 @@ def test_tilde_in_workdir_and_out_means_home(trained, tmp_path, monkeypatch):
   workdir = trained[0]
   monkeypatch.setenv("HOME", str(workdir.parent))
   monkeypatch.chdir(tmp_path)  # a literal ./~ would appear here
-  default = sampling.write_samples(f"~/{workdir.name}", "prior", options=sampling.SampleOptions(n=2))
+  default = sampling.write_samples(
+    f"~/{workdir.name}", "prior", options=sampling.SampleOptions(n=2)
+  )
   assert default == workdir / "samples" / "prior.png" and default.is_file()
-  assert sampling.write_samples(workdir, "prior", "~/out/prior.png") == workdir.parent / "out" / "prior.png"
+  assert (
+    sampling.write_samples(workdir, "prior", "~/out/prior.png")
+    == workdir.parent / "out" / "prior.png"
+  )
   assert list(tmp_path.iterdir()) == []
 
 
@@ -197,8 +216,14 @@ def test_unknown_kind_is_a_clear_error(trained):
 
 def test_command_line_writes_the_default_path(trained):
   workdir = trained[0]
-  cmd = [sys.executable, str(ROOT / "bin" / "sample.py"), f"--workdir={workdir}", "--kind=manifold", "--n=3",
-         "--dims=1,4"]
+  cmd = [
+    sys.executable,
+    str(ROOT / "bin" / "sample.py"),
+    f"--workdir={workdir}",
+    "--kind=manifold",
+    "--n=3",
+    "--dims=1,4",
+  ]
   done = subprocess.run(cmd, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]
   path = workdir / "samples" / "manifold.png"

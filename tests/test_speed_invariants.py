@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import load_config
 
 import vae_jax.train as train_module
-from conftest import load_config
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.models import build_model
 from vae_jax.train import create_train_state, make_optimizer, make_train_step
@@ -24,12 +24,18 @@ def _setup(name: str, compute_dtype: str = "float32", ema_decay: float = 0.0):
   model = build_model(config.model, config.loss, shape)
   tx = make_optimizer(config.opt, STEPS)
   state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=ema_decay > 0)
-  batches = np.random.default_rng(0).integers(0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8)
+  batches = np.random.default_rng(0).integers(
+    0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8
+  )
   return config, model, tx, state, batches
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])  # without and with a moving average of the parameters
-def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, monkeypatch, ema_decay):
+@pytest.mark.parametrize(
+  "ema_decay", [0.0, 0.9]
+)  # without and with a moving average of the parameters
+def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(
+  tmp_path, monkeypatch, ema_decay
+):
   traces = []
   augment = train_module.augment
 
@@ -47,7 +53,9 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(tmp_path, 
   ckpt.save(STEPS // 2, state)
   ckpt.wait()
   # Restored into a fresh state of the same model and optimiser, as ``fit`` does on resume.
-  state = ckpt.restore(create_train_state(model, tx, batches.shape[2:], jax.random.key(5), keep_ema=ema_decay > 0))
+  state = ckpt.restore(
+    create_train_state(model, tx, batches.shape[2:], jax.random.key(5), keep_ema=ema_decay > 0)
+  )
   ckpt.close()
   assert int(state.step) == STEPS // 2
   for batch in batches[STEPS // 2 :]:
@@ -72,7 +80,9 @@ def test_bfloat16_compute_stays_close_to_float32(name):
     assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
     losses[dtype] = np.asarray(out)
   assert np.all(np.isfinite(losses["bfloat16"]))
-  assert not np.array_equal(losses["bfloat16"], losses["float32"])  # the switch changes the arithmetic
+  assert not np.array_equal(
+    losses["bfloat16"], losses["float32"]
+  )  # the switch changes the arithmetic
   # bf16 keeps 8 bits of mantissa (~0.4 % per rounding). Measured over these 6 steps: within 0.02 %
   # (conv) and 0.07 % (galaxy) of float32's loss; the stated tolerance is 0.5 %.
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=5e-3)
@@ -108,7 +118,9 @@ def test_steps_per_dispatch_must_divide_the_loop_boundaries(tmp_path):
     train_module.train_and_evaluate(config, tmp_path)
 
 
-def test_a_run_with_three_steps_per_dispatch_ends_where_a_run_of_single_steps_does(tmp_path, smoke_vae):
+def test_a_run_with_three_steps_per_dispatch_ends_where_a_run_of_single_steps_does(
+  tmp_path, smoke_vae
+):
   _, single = smoke_vae
   config = load_config("faces_mlp", "smoke")
   config.train.steps_per_dispatch = config.train.log_every = 3

@@ -15,13 +15,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import ROOT, kill_then_rerun, load_config
+
 from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from vae_jax.config import save_config
 from vae_jax.models import build_model
 from vae_jax.train import (
-    NonFiniteLossError, create_train_state, fit, make_optimizer, train_and_evaluate, vae_task,
+  NonFiniteLossError,
+  create_train_state,
+  fit,
+  make_optimizer,
+  train_and_evaluate,
+  vae_task,
 )
 
 
@@ -61,7 +66,9 @@ def test_run_writes_outputs(smoke_run):
   recon_png = workdir / "samples" / "training" / "recon.png"
   recon = np.asarray(Image.open(recon_png))
   assert recon.ndim == 3 and recon.shape[0] > 30 * 4  # upscaled tiles
-  assert recon_png.read_bytes() == (workdir / "samples" / "training" / "recon_000006.png").read_bytes()
+  assert (
+    recon_png.read_bytes() == (workdir / "samples" / "training" / "recon_000006.png").read_bytes()
+  )
 
 
 def _tensorboard_images(event_file: Path) -> dict[tuple[str, int], bytes]:
@@ -111,15 +118,22 @@ def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
   """Kill -9 a training process right after a checkpoint lands; the re-run ends where an unbroken run ends."""
   steps, every = 300, 100
   overrides = [
-      f"--config.train.steps={steps}", f"--config.train.ckpt_every={every}",
-      "--config.train.eval_every=150", "--config.train.log_every=50",
+    f"--config.train.steps={steps}",
+    f"--config.train.ckpt_every={every}",
+    "--config.train.eval_every=150",
+    "--config.train.log_every=50",
   ]
   killed = tmp_path / "killed"
   kill_then_rerun(killed, overrides, steps)
   ckpts = killed / "checkpoints"
 
   config = load_config("faces_mlp")
-  config.train.steps, config.train.ckpt_every, config.train.eval_every, config.train.log_every = steps, every, 150, 50
+  config.train.steps, config.train.ckpt_every, config.train.eval_every, config.train.log_every = (
+    steps,
+    every,
+    150,
+    50,
+  )
   straight = train_and_evaluate(config, tmp_path / "straight")
   restored = Checkpointer(ckpts).restore(straight)
   assert int(restored.step) == steps
@@ -129,15 +143,27 @@ def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
 def test_ctrl_c_saves_the_step_reached_and_the_rerun_ends_as_an_unbroken_run(tmp_path):
   """SIGINT mid-run: a checkpoint of that step (off the ckpt_every schedule), a one-line message, exit 1."""
   steps = 2000
-  overrides = [f"--config.train.steps={steps}", f"--config.train.ckpt_every={steps}",
-               f"--config.train.eval_every={steps}", "--config.train.log_every=10"]
+  overrides = [
+    f"--config.train.steps={steps}",
+    f"--config.train.ckpt_every={steps}",
+    f"--config.train.eval_every={steps}",
+    "--config.train.log_every=10",
+  ]
   workdir = tmp_path / "interrupted"
-  cmd = [sys.executable, str(ROOT / "bin" / "train.py"), f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
-         f"--workdir={workdir}"] + overrides
+  cmd = [
+    sys.executable,
+    str(ROOT / "bin" / "train.py"),
+    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+    f"--workdir={workdir}",
+  ] + overrides
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 180
-  while time.time() < deadline and proc.poll() is None and not (metrics.exists() and metrics.stat().st_size):
+  while (
+    time.time() < deadline
+    and proc.poll() is None
+    and not (metrics.exists() and metrics.stat().st_size)
+  ):
     time.sleep(0.005)
   proc.send_signal(signal.SIGINT)
   stderr = proc.communicate(timeout=120)[1]
@@ -147,7 +173,9 @@ def test_ctrl_c_saves_the_step_reached_and_the_rerun_ends_as_an_unbroken_run(tmp
   assert f"Stopped by SIGINT at step {reached} of {steps}" in stderr and "Traceback" not in stderr
 
   resumed = subprocess.run(cmd, capture_output=True, text=True)
-  assert resumed.returncode == 0 and f"Resumed from step {reached}" in resumed.stderr, resumed.stderr[-2000:]
+  assert resumed.returncode == 0 and f"Resumed from step {reached}" in resumed.stderr, (
+    resumed.stderr[-2000:]
+  )
   config = load_config("faces_mlp")
   config.train.steps = config.train.ckpt_every = config.train.eval_every = steps
   config.train.log_every = 10
@@ -210,12 +238,16 @@ def test_a_nonfinite_gradient_stops_the_run_before_it_is_checkpointed(tmp_path):
 
     def step(state, batch, key):
       state, metrics = task.train_step(state, batch, key)
-      return state, dict(metrics, grad_norm=jnp.where(state.step >= 4, jnp.inf, metrics["grad_norm"]))
+      return state, dict(
+        metrics, grad_norm=jnp.where(state.step >= 4, jnp.inf, metrics["grad_norm"])
+      )
 
     return dataclasses.replace(task, train_step=step)
 
   with pytest.raises(NonFiniteLossError, match="grad norm became inf at step 4"):
-    fit(load_config("faces_mlp"), tmp_path, poisoned_task)  # logs every 2 steps, checkpoints every 3
+    fit(
+      load_config("faces_mlp"), tmp_path, poisoned_task
+    )  # logs every 2 steps, checkpoints every 3
   assert Checkpointer(tmp_path / "checkpoints").latest_step() == 3
 
 
@@ -237,6 +269,8 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   saved = Checkpointer(tmp_path / "checkpoints").latest_step()
   if saved is not None:  # whatever was saved holds finite parameters
     model = build_model(config.model, config.loss, (30, 30, 1))
-    like = create_train_state(model, make_optimizer(config.opt, config.train.steps), (30, 30, 1), jax.random.key(0))
+    like = create_train_state(
+      model, make_optimizer(config.opt, config.train.steps), (30, 30, 1), jax.random.key(0)
+    )
     restored = Checkpointer(tmp_path / "checkpoints").restore(like)
     assert all(np.isfinite(p).all() for p in _params(restored))

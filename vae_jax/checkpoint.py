@@ -32,7 +32,9 @@ def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   Naming the sharding is what lets a checkpoint written by several processes
   (or devices) come back in one, and the reverse.
   """
-  sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(
+    jax.local_devices()[0]
+  )
   return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
@@ -42,9 +44,12 @@ class Checkpointer:
   def __init__(self, directory: str | Path, keep: int = 3):
     self.directory = Path(directory).absolute()
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()},
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      item_handlers={
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+      },
     )
 
   def latest_step(self) -> int | None:
@@ -73,9 +78,9 @@ class Checkpointer:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointMismatchError(
-          f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
-          f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). Use the config that wrote it, "
-          "or train in a new --workdir."
+        f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
+        f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). Use the config that wrote it, "
+        "or train in a new --workdir."
       ) from None
     return restored["state"]
 
@@ -97,7 +102,9 @@ class Checkpointer:
     # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree. A plain
     # checkpointer on the step's directory opens nothing else (a second manager would log read-only warnings).
     args = ocp.args.PyTreeRestore(
-        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True
+      item=abstract,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True,
     )
     with ocp.PyTreeCheckpointer() as reader:
       return reader.restore(self.directory / str(step) / "state", args=args)[field]
@@ -112,20 +119,20 @@ class Checkpointer:
     """Compare the names and shapes of the state's ``field`` in the checkpoint's metadata before reading arrays."""
     metadata = self.manager.item_metadata(step)["state"]
     saved = {
-        leaf.name: tuple(leaf.shape)
-        for leaf in jax.tree.leaves(metadata, is_leaf=lambda x: hasattr(x, "shape"))
-        if leaf.name.startswith(field + ".")
+      leaf.name: tuple(leaf.shape)
+      for leaf in jax.tree.leaves(metadata, is_leaf=lambda x: hasattr(x, "shape"))
+      if leaf.name.startswith(field + ".")
     }
     wanted = {
-        field + "." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
-        for path, x in jax.tree_util.tree_leaves_with_path(params_like)
+      field + "." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
+      for path, x in jax.tree_util.tree_leaves_with_path(params_like)
     }
     if saved != wanted:
       differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
       details = ", ".join(f"{k}: saved {saved.get(k)} vs model {wanted.get(k)}" for k in differ[:4])
       raise CheckpointMismatchError(
-          f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
-          f"({len(differ)} parameters differ; {details}). Use the config that wrote it, or train in a new --workdir."
+        f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
+        f"({len(differ)} parameters differ; {details}). Use the config that wrote it, or train in a new --workdir."
       )
 
   def wait(self) -> None:

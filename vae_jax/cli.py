@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from absl import flags
 from absl import logging as absl_logging
@@ -15,7 +15,13 @@ from vae_jax.train import NonFiniteLossError, TrainingInterrupted
 
 # Errors whose message tells the user what to do, when vae_jax raised them: print it, no traceback.
 # (CheckpointMismatchError is a ValueError.)
-USER_ERRORS = (ValueError, FileNotFoundError, NotImplementedError, NonFiniteLossError, TrainingInterrupted)
+USER_ERRORS = (
+  ValueError,
+  FileNotFoundError,
+  NotImplementedError,
+  NonFiniteLossError,
+  TrainingInterrupted,
+)
 _PACKAGE = Path(__file__).resolve().parent
 
 

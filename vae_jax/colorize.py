@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -35,7 +36,15 @@ from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import Dataset
 from vae_jax.models.colorizer import build_colorizer, luminance
 from vae_jax.restore import Run, image_shape, load_run, restore_params
-from vae_jax.train import Task, TrainState, batch_means, fit, jit_steps, make_optimizer, steps_per_dispatch
+from vae_jax.train import (
+  Task,
+  TrainState,
+  batch_means,
+  fit,
+  jit_steps,
+  make_optimizer,
+  steps_per_dispatch,
+)
 
 TASK = "colorizer"
 
@@ -46,12 +55,14 @@ def grey_from_rgb(rgb_uint8: jax.Array) -> jax.Array:
   return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(jnp.uint8)
 
 
-def colorizer_losses(rgb01: jax.Array, target_uint8: jax.Array, grey01: jax.Array) -> dict[str, jax.Array]:
+def colorizer_losses(
+  rgb01: jax.Array, target_uint8: jax.Array, grey01: jax.Array
+) -> dict[str, jax.Array]:
   """Per-image colour MSE against the target and luminance MSE against the grey input, shape (B,)."""
-  per_image = lambda x: jnp.mean(x.reshape(x.shape[0], -1), axis=-1)  # noqa: E731
+  per_image = lambda x: jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
   return {
-      "color_mse": per_image(jnp.square(rgb01 - losses.to_unit(target_uint8))),
-      "luminance_mse": per_image(jnp.square(luminance(rgb01) - grey01)),
+    "color_mse": per_image(jnp.square(rgb01 - losses.to_unit(target_uint8))),
+    "luminance_mse": per_image(jnp.square(luminance(rgb01) - grey01)),
   }
 
 
@@ -76,7 +87,9 @@ class GreyInput:
     if self.vae is None:
       return losses.to_unit(grey)
     mean, _ = self.vae.apply({"params": vae_params}, grey, method=self.vae.encode)
-    return losses.mean_image(self.likelihood, self.vae.apply({"params": vae_params}, mean, method=self.vae.decode))
+    return losses.mean_image(
+      self.likelihood, self.vae.apply({"params": vae_params}, mean, method=self.vae.decode)
+    )
 
 
 def grey_input(vae_workdir: str, shape: tuple[int, int, int]) -> tuple[GreyInput, Any]:
@@ -86,15 +99,15 @@ def grey_input(vae_workdir: str, shape: tuple[int, int, int]) -> tuple[GreyInput
   vae = load_run(vae_workdir)
   if image_shape(vae.config.data) != shape[:2] + (1,):
     raise ValueError(
-        f"The VAE in {vae_workdir} models {image_shape(vae.config.data)} images; the colouriser's input must be "
-        f"grey {shape[:2] + (1,)}. Train the colouriser at --config.data.image_size={vae.config.data.image_size} "
-        "or use a grey VAE of this size."
+      f"The VAE in {vae_workdir} models {image_shape(vae.config.data)} images; the colouriser's input must be "
+      f"grey {shape[:2] + (1,)}. Train the colouriser at --config.data.image_size={vae.config.data.image_size} "
+      "or use a grey VAE of this size."
     )
   return GreyInput(vae.model, vae.config.loss.likelihood), vae.params
 
 
 def create_colorizer_state(
-    model: nn.Module, tx: optax.GradientTransformation, shape: tuple[int, int, int], key: jax.Array
+  model: nn.Module, tx: optax.GradientTransformation, shape: tuple[int, int, int], key: jax.Array
 ) -> TrainState:
   """Initialise a colouriser for RGB images of ``shape`` (jitted: one compile, no eager op-by-op init)."""
 
@@ -106,7 +119,9 @@ def create_colorizer_state(
   return init(key)
 
 
-def make_colorizer_step(model: nn.Module, config: ml_collections.ConfigDict, grey_fn: GreyInput) -> Callable:
+def make_colorizer_step(
+  model: nn.Module, config: ml_collections.ConfigDict, grey_fn: GreyInput
+) -> Callable:
   """Jitted, state-donating ``step(state, rgb_uint8, train_key, vae_params) -> (state, metrics)``."""
   noise_std = config.colorizer.input_noise
   luminance_weight = config.loss.luminance_weight
@@ -129,7 +144,9 @@ def make_colorizer_step(model: nn.Module, config: ml_collections.ConfigDict, gre
   return jit_steps(step, steps_per_dispatch(config.train))
 
 
-def make_colorizer_eval_step(model: nn.Module, config: ml_collections.ConfigDict, grey_fn: GreyInput) -> Callable:
+def make_colorizer_eval_step(
+  model: nn.Module, config: ml_collections.ConfigDict, grey_fn: GreyInput
+) -> Callable:
   """Jitted ``eval_step(params, rgb_uint8, mask, key, vae_params) -> sums`` of per-image metrics (no input noise).
 
   ``grey_psnr_db`` scores the grey input itself as the colour image: the
@@ -151,7 +168,7 @@ def make_colorizer_eval_step(model: nn.Module, config: ml_collections.ConfigDict
 
 
 def evaluate_colorizer(
-    eval_step: Callable, params: Any, vae_params: Any, rgb_uint8: np.ndarray, batch_size: int
+  eval_step: Callable, params: Any, vae_params: Any, rgb_uint8: np.ndarray, batch_size: int
 ) -> dict:
   """Held-out means of ``make_colorizer_eval_step``'s metrics, as floats."""
   step = functools.partial(eval_step, vae_params=vae_params)
@@ -159,15 +176,24 @@ def evaluate_colorizer(
   return {k: float(v) for k, v in means.items()}
 
 
-def comparison_tiles(grey_uint8: np.ndarray, rgb_uint8: np.ndarray, target_uint8: np.ndarray | None = None,
-                     ncol: int = 8) -> np.ndarray:
+def comparison_tiles(
+  grey_uint8: np.ndarray,
+  rgb_uint8: np.ndarray,
+  target_uint8: np.ndarray | None = None,
+  ncol: int = 8,
+) -> np.ndarray:
   """R×C×H×W×3 tiles: each row of grey images above their colourised versions (and the originals, if given)."""
-  groups = [np.repeat(grey_uint8, 3, axis=-1), rgb_uint8] + ([target_uint8] if target_uint8 is not None else [])
+  groups = [np.repeat(grey_uint8, 3, axis=-1), rgb_uint8] + (
+    [target_uint8] if target_uint8 is not None else []
+  )
   return images.interleave_rows(groups, ncol)
 
 
 def colorizer_task(
-    config: ml_collections.ConfigDict, dataset: Dataset, keys: dict[str, jax.Array], val_images: np.ndarray
+  config: ml_collections.ConfigDict,
+  dataset: Dataset,
+  keys: dict[str, jax.Array],
+  val_images: np.ndarray,
 ) -> Task:
   """What ``fit`` needs to train a colouriser (see ``vae_jax.train.Task``)."""
   shape = dataset.image_shape
@@ -175,7 +201,9 @@ def colorizer_task(
   grey_fn, vae_params = grey_input(config.colorizer.vae_workdir, shape)
   if vae_params is not None:  # beside the replicated train state on every device of fit's mesh
     vae_params = parallel.replicate(jax.device_get(vae_params), parallel.make_mesh())
-  state = create_colorizer_state(model, make_optimizer(config.opt, config.train.steps), shape, keys["init"])
+  state = create_colorizer_state(
+    model, make_optimizer(config.opt, config.train.steps), shape, keys["init"]
+  )
   train_step = make_colorizer_step(model, config, grey_fn)
   eval_step = make_colorizer_eval_step(model, config, grey_fn)
   grid_images = val_images[: config.train.num_grid_images]
@@ -188,16 +216,16 @@ def colorizer_task(
     return {"colorize": images.make_grid(tiles.reshape((-1,) + tiles.shape[2:]), tiles.shape[1])}
 
   return Task(
-      state=state,
-      train_step=lambda state, rgb, key: train_step(state, rgb, key, vae_params),
-      evaluate=lambda params: evaluate_colorizer(
-          eval_step, params, vae_params, val_images, config.train.eval_batch_size
-      ),
-      pictures=pictures,
-      summary=lambda r: (
-          f"colour PSNR {r['psnr_db']:.2f} dB (grey input {r['grey_psnr_db']:.2f} dB), loss {r['loss']:.5f}"
-      ),
-      divergence_hint="Try a lower --config.opt.learning_rate or a smaller --config.opt.grad_clip.",
+    state=state,
+    train_step=lambda state, rgb, key: train_step(state, rgb, key, vae_params),
+    evaluate=lambda params: evaluate_colorizer(
+      eval_step, params, vae_params, val_images, config.train.eval_batch_size
+    ),
+    pictures=pictures,
+    summary=lambda r: (
+      f"colour PSNR {r['psnr_db']:.2f} dB (grey input {r['grey_psnr_db']:.2f} dB), loss {r['loss']:.5f}"
+    ),
+    divergence_hint="Try a lower --config.opt.learning_rate or a smaller --config.opt.grad_clip.",
   )
 
 
@@ -209,14 +237,21 @@ def train_colorizer(config: ml_collections.ConfigDict, workdir: str | Path) -> T
   versions and the originals, row by row.
   """
   if config.get("task") != TASK:
-    raise ValueError(f"train_colorizer wants a colouriser config (config.task={TASK!r}): configs/colorizer.py.")
+    raise ValueError(
+      f"train_colorizer wants a colouriser config (config.task={TASK!r}): configs/colorizer.py."
+    )
   if config.data.channels != 3:
-    raise ValueError(f"The colouriser learns from RGB images: set config.data.channels=3, not {config.data.channels}.")
-  unsupported = {"ema_decay": 0.0, "compute_dtype": "float32"}  # VAE-only train options, and their off values
+    raise ValueError(
+      f"The colouriser learns from RGB images: set config.data.channels=3, not {config.data.channels}."
+    )
+  unsupported = {
+    "ema_decay": 0.0,
+    "compute_dtype": "float32",
+  }  # VAE-only train options, and their off values
   for name, off in unsupported.items():
     if config.train.get(name, off) != off:
       raise ValueError(
-          f"The colouriser does not implement config.train.{name} (a VAE training option); leave it at {off!r}."
+        f"The colouriser does not implement config.train.{name} (a VAE training option); leave it at {off!r}."
       )
   return fit(config, workdir, colorizer_task)
 
@@ -226,12 +261,17 @@ def load_colorizer(workdir: str | Path) -> Run:
   workdir = workdir_path(workdir)
   config = load_config(workdir)
   if config.get("task") != TASK:
-    raise ValueError(f"{workdir} holds a {config.get('task', 'vae')!r} run, not a colouriser (configs/colorizer.py).")
+    raise ValueError(
+      f"{workdir} holds a {config.get('task', 'vae')!r} run, not a colouriser (configs/colorizer.py)."
+    )
   shape = image_shape(config.data)
   model = build_colorizer(config.model, shape)
   tx = make_optimizer(config.opt, config.train.steps)
-  params = restore_params(workdir, lambda: create_colorizer_state(model, tx, shape, jax.random.key(0)),
-                          "python bin/train.py --config configs/colorizer.py --workdir")
+  params = restore_params(
+    workdir,
+    lambda: create_colorizer_state(model, tx, shape, jax.random.key(0)),
+    "python bin/train.py --config configs/colorizer.py --workdir",
+  )
   return Run(config, model, params)
 
 
@@ -244,12 +284,16 @@ def colorize(colorizer: Run, grey_uint8: np.ndarray) -> np.ndarray:
   """Colour uint8 grey images N×H×W×1 with a restored colouriser; uint8 N×H×W×3."""
   shape = image_shape(colorizer.config.data)
   if tuple(grey_uint8.shape[1:]) != shape[:2] + (1,):
-    raise ValueError(f"This colouriser takes grey {shape[:2] + (1,)} images; got {tuple(grey_uint8.shape[1:])}.")
-  return images.to_uint8(np.asarray(_colorize(colorizer.model, colorizer.params, jnp.asarray(grey_uint8))))
+    raise ValueError(
+      f"This colouriser takes grey {shape[:2] + (1,)} images; got {tuple(grey_uint8.shape[1:])}."
+    )
+  return images.to_uint8(
+    np.asarray(_colorize(colorizer.model, colorizer.params, jnp.asarray(grey_uint8)))
+  )
 
 
 def colorize_prior(
-    vae: Run, colorizer: Run, n: int, key: jax.Array, temperature: float = 1.0
+  vae: Run, colorizer: Run, n: int, key: jax.Array, temperature: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
   """``n`` grey decoded prior draws z ~ N(0, temperature² I) and their colourised versions (uint8)."""
   if vae.config.data.channels != 1:
@@ -260,9 +304,11 @@ def colorize_prior(
 
 
 def colorize_picture(
-    vae: Run, colorizer_workdir: str | Path, n: int, seed: int, temperature: float = 1.0
+  vae: Run, colorizer_workdir: str | Path, n: int, seed: int, temperature: float = 1.0
 ) -> np.ndarray:
   """The ``colorize`` kind of ``bin/sample.py``: rows of grey prior samples above their colourised versions."""
-  grey, rgb = colorize_prior(vae, load_colorizer(colorizer_workdir), n, jax.random.key(seed), temperature)
+  grey, rgb = colorize_prior(
+    vae, load_colorizer(colorizer_workdir), n, jax.random.key(seed), temperature
+  )
   caption = f"grey prior samples (temperature {temperature:g}) above their colourised versions"
   return sampling.picture(comparison_tiles(grey, rgb), caption=caption)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ml_collections
 
@@ -24,7 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = "vae"  # vae | colorizer: which trainer bin/train.py runs
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "synthetic:faces"  # synthetic:faces|synthetic:galaxies|folder:PATH|npz:PATH|tfds:NAME
+  c.data.source = (
+    "synthetic:faces"  # synthetic:faces|synthetic:galaxies|folder:PATH|npz:PATH|tfds:NAME
+  )
   c.data.image_size = 30
   c.data.channels = 1
   c.data.crop = "center"  # "center": largest centred square; "none": squash to square
@@ -64,7 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.opt.schedule = "cosine"  # cosine | constant
   c.opt.weight_decay = 0.0
   c.opt.grad_clip = 100.0
-  c.opt.prior_learning_rate = 1e-2  # Adam for a learned prior's mean and scale (config.model.learned_prior)
+  c.opt.prior_learning_rate = (
+    1e-2  # Adam for a learned prior's mean and scale (config.model.learned_prior)
+  )
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000
@@ -76,11 +80,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_batch_size = 256
   c.train.max_eval_images = 2000
   c.train.num_grid_images = 16
-  c.train.steps_per_dispatch = 1  # >1: that many steps per jitted call (lax.scan); must divide the *_every
+  c.train.steps_per_dispatch = (
+    1  # >1: that many steps per jitted call (lax.scan); must divide the *_every
+  )
   # >0: keep a moving average of the parameters with this decay; evaluation, pictures and sampling use it.
   c.train.ema_decay = 0.0
-  c.train.compute_dtype = "float32"  # float32 | bfloat16 (bf16 activations; float32 parameters and loss)
-  c.train.deterministic = True  # bin/train.py on a GPU: bit-reproducible kernels (exact resume), ~30 % slower
+  c.train.compute_dtype = (
+    "float32"  # float32 | bfloat16 (bf16 activations; float32 parameters and loss)
+  )
+  c.train.deterministic = (
+    True  # bin/train.py on a GPU: bit-reproducible kernels (exact resume), ~30 % slower
+  )
   return c
 
 
@@ -101,9 +111,9 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def with_preset(
-    config: ml_collections.ConfigDict,
-    arg: str | None,
-    presets: dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]],
+  config: ml_collections.ConfigDict,
+  arg: str | None,
+  presets: dict[str, Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict]],
 ) -> ml_collections.ConfigDict:
   """Apply the preset named by the ``:arg`` suffix of ``--config=file.py:arg``."""
   if not arg:
@@ -123,8 +133,8 @@ def workdir_path(workdir: str | Path) -> Path:
   """
   if "://" in str(workdir):
     raise ValueError(
-        f"--workdir {workdir} is a URL; vae_jax writes runs to a filesystem path. On several hosts, use a "
-        "directory every host sees (NFS, or the bucket mounted with gcsfuse)."
+      f"--workdir {workdir} is a URL; vae_jax writes runs to a filesystem path. On several hosts, use a "
+      "directory every host sees (NFS, or the bucket mounted with gcsfuse)."
     )
   return Path(workdir).expanduser()
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,18 +38,22 @@ def make_score_step(run: Run, num_samples: int, batch_size: int) -> Callable:
 
   def step(params, x_uint8, key):
     mean, logvar = model.apply({"params": params}, x_uint8, method=model.encode)
-    recon = losses.mean_image(likelihood, model.apply({"params": params}, mean, method=model.decode))
+    recon = losses.mean_image(
+      likelihood, model.apply({"params": params}, mean, method=model.decode)
+    )
     log_weight = metrics.vae_log_weight_fn(model, params, x_uint8, mean, logvar, likelihood)
     return {
-        "iwae_log_px": metrics.iwae_log_likelihood(log_weight, key, num_samples, chunk),
-        "ssim": metrics.ssim(losses.to_unit(x_uint8), jnp.clip(recon, 0.0, 1.0)),
-        "mean": mean,
+      "iwae_log_px": metrics.iwae_log_likelihood(log_weight, key, num_samples, chunk),
+      "ssim": metrics.ssim(losses.to_unit(x_uint8), jnp.clip(recon, 0.0, 1.0)),
+      "mean": mean,
     }
 
   return jax.jit(step)
 
 
-def _per_image(step: Callable, params: Any, x: np.ndarray, batch_size: int, key: jax.Array) -> dict[str, np.ndarray]:
+def _per_image(
+  step: Callable, params: Any, x: np.ndarray, batch_size: int, key: jax.Array
+) -> dict[str, np.ndarray]:
   """Run ``step`` over ``x`` in zero-padded batches of one size (one compile); per-image outputs."""
   parts = []
   for i, (batch, count) in enumerate(fixed_size_batches(x, batch_size)):
@@ -58,12 +63,12 @@ def _per_image(step: Callable, params: Any, x: np.ndarray, batch_size: int, key:
 
 
 def evaluate_workdir(
-    workdir: str | Path,
-    data: str | None = None,
-    split: str = "val",
-    iw_samples: int = 100,
-    max_images: int | None = 2000,
-    mi_bins: int = 10,
+  workdir: str | Path,
+  data: str | None = None,
+  split: str = "val",
+  iw_samples: int = 100,
+  max_images: int | None = 2000,
+  mi_bins: int = 10,
 ) -> dict[str, Any]:
   """Evaluate the latest checkpoint of ``workdir`` on its held-out split or on any source.
 
@@ -94,30 +99,45 @@ def evaluate_workdir(
   config = run.config
   subset, preprocess = image_subset(config, data, split)
   x = load_images(subset, preprocess, max_images, desc="images")
-  log.info("Scoring %d of the %d images of %s (%s) with K=%d importance samples.",
-           len(x), len(subset), data or config.data.source, "all" if data else split, iw_samples)
+  log.info(
+    "Scoring %d of the %d images of %s (%s) with K=%d importance samples.",
+    len(x),
+    len(subset),
+    data or config.data.source,
+    "all" if data else split,
+    iw_samples,
+  )
   key = split_root_key(config.seed)["eval"]
   batch_size = min(config.train.eval_batch_size, len(x))
   result: dict[str, Any] = {"n_images": len(x), "source": data or config.data.source}
   if data is None:
     result["split"] = split
   result.update(evaluate(make_eval_step(run.model, config), run.params, x, batch_size, key))
-  scores = _per_image(make_score_step(run, iw_samples, batch_size), run.params, x, batch_size,
-                      jax.random.fold_in(key, 1))
+  scores = _per_image(
+    make_score_step(run, iw_samples, batch_size),
+    run.params,
+    x,
+    batch_size,
+    jax.random.fold_in(key, 1),
+  )
   dims = int(np.prod(x.shape[1:]))
   iwae_nll = -float(np.mean(scores["iwae_log_px"]))
-  result.update({
+  result.update(
+    {
       "iw_samples": iw_samples,
       "iwae_nll_nats": iwae_nll,
       "iwae_bits_per_dim": float(losses.bits_per_dim(iwae_nll, dims)),
       "ssim": float(np.mean(scores["ssim"])),
       "active_units": metrics.active_units(scores["mean"]),
-  })
+    }
+  )
   generator = source_from_config(config.data, data)
   if hasattr(generator, "factors"):
     # Cached images are rows of the decode cache; ``kept`` maps them back to the generator's indices.
     rows = subset.indices[: len(x)]
     indices = subset.source.kept[rows] if hasattr(subset.source, "kept") else rows
     factors = np.stack([generator.factors(int(i)) for i in indices])
-    result["factors"] = metrics.factor_report(scores["mean"], factors, generator.factor_names, mi_bins)
+    result["factors"] = metrics.factor_report(
+      scores["mean"], factors, generator.factor_names, mi_bins
+    )
   return result

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,14 +32,16 @@ def interleave_rows(groups: Sequence[np.ndarray], ncol: int) -> np.ndarray:
   ncol = min(ncol, len(groups[0]))
   pad = (-len(groups[0])) % ncol
   rows = [
-      np.concatenate([g, np.full((pad,) + g.shape[1:], 255, np.uint8)]).reshape((-1, ncol) + g.shape[1:])
-      for g in groups
+    np.concatenate([g, np.full((pad,) + g.shape[1:], 255, np.uint8)]).reshape(
+      (-1, ncol) + g.shape[1:]
+    )
+    for g in groups
   ]
   return np.stack(rows, axis=1).reshape((-1, ncol) + rows[0].shape[2:])
 
 
 def make_grid(
-    images: np.ndarray, ncol: int, scale: int | None = None, pad: int = 2, pad_value: int = 255
+  images: np.ndarray, ncol: int, scale: int | None = None, pad: int = 2, pad_value: int = 255
 ) -> np.ndarray:
   """Tile uint8 N×H×W×C images row-major into one H'×W'×3 uint8 picture.
 
@@ -52,7 +54,9 @@ def make_grid(
   """
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"make_grid wants uint8 N×H×W×C with C in (1, 3); got {images.dtype} {images.shape}.")
+    raise ValueError(
+      f"make_grid wants uint8 N×H×W×C with C in (1, 3); got {images.dtype} {images.shape}."
+    )
   if images.shape[-1] == 1:
     images = np.repeat(images, 3, axis=-1)
   n, h, w, _ = images.shape

@@ -44,7 +44,7 @@ def gaussian_log_prob(x: jax.Array, loc: jax.Array, log_scale: jax.Array) -> jax
 
 
 def discretized_gaussian_log_prob(
-    x_uint8: jax.Array, loc: jax.Array, log_scale: jax.Array
+  x_uint8: jax.Array, loc: jax.Array, log_scale: jax.Array
 ) -> jax.Array:
   """log P(x) of integer pixels under a Gaussian on [0, 1] binned into 256 levels.
 
@@ -66,7 +66,9 @@ def discretized_gaussian_log_prob(
   # Bins much narrower than σ: Φ(u) − Φ(l) cancels in float32, so use the density times the bin width
   # (the midpoint rule, relative error (width/σ)²·|z² − 1|/24). Not max(logp, density): near the mode the
   # density overestimates the bin and the 256 probabilities would sum to more than one.
-  density = -0.5 * jnp.square((x - loc) * inv_scale) - log_scale - _HALF_LOG_2PI + math.log(2 * half_bin)
+  density = (
+    -0.5 * jnp.square((x - loc) * inv_scale) - log_scale - _HALF_LOG_2PI + math.log(2 * half_bin)
+  )
   interior = (x_uint8 != 0) & (x_uint8 != 255)
   use_density = interior & ~(jnp.isfinite(logp) & (2 * half_bin * inv_scale > 1e-2))
   return _sum_per_image(jnp.where(use_density, density, logp))
@@ -88,11 +90,11 @@ def mean_image(likelihood: str, decoded: jax.Array) -> jax.Array:
 
 
 def reconstruction_nll(
-    likelihood: str,
-    x_uint8: jax.Array,
-    decoded: jax.Array,
-    log_scale: jax.Array,
-    discretized: bool = False,
+  likelihood: str,
+  x_uint8: jax.Array,
+  decoded: jax.Array,
+  log_scale: jax.Array,
+  discretized: bool = False,
 ) -> jax.Array:
   """−log p(x|z) per image for the configured likelihood.
 

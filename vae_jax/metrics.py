@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,10 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def iwae_log_likelihood(
-    log_weight_fn: Callable[[jax.Array], jax.Array], key: jax.Array, num_samples: int, chunk: int | None = None
+  log_weight_fn: Callable[[jax.Array], jax.Array],
+  key: jax.Array,
+  num_samples: int,
+  chunk: int | None = None,
 ) -> jax.Array:
   """log((1/K) Σ_k w_k) per example, a lower bound on log p(x) for any K.
 
@@ -53,7 +57,7 @@ def diagonal_gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array)
 
 
 def vae_log_weight_fn(
-    model: Any, params: Any, x_uint8: jax.Array, mean: jax.Array, logvar: jax.Array, likelihood: str
+  model: Any, params: Any, x_uint8: jax.Array, mean: jax.Array, logvar: jax.Array, likelihood: str
 ) -> Callable[[jax.Array], jax.Array]:
   """``key -> log w`` for a VAE whose posterior for ``x_uint8`` is N(mean, exp(logvar)).
 
@@ -111,7 +115,9 @@ def ssim(x01: jax.Array, y01: jax.Array, window: int = 11, sigma: float = 1.5) -
   var_y = blur(y * y) - mu_y * mu_y
   cov = blur(x * y) - mu_x * mu_y
   c1, c2 = 0.01**2, 0.03**2
-  ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+  ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+    (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+  )
   return ssim_map.reshape(ssim_map.shape[0], -1).mean(axis=-1)
 
 
@@ -146,7 +152,9 @@ def mutual_information(a_N: np.ndarray, b_N: np.ndarray) -> float:
   return entropy(a_N) + entropy(b_N) - entropy(joint)
 
 
-def normalized_mutual_info(latents_NZ: np.ndarray, factors_NF: np.ndarray, bins: int = 10) -> np.ndarray:
+def normalized_mutual_info(
+  latents_NZ: np.ndarray, factors_NF: np.ndarray, bins: int = 10
+) -> np.ndarray:
   """F×Z table of I(z_j; v_k) / H(v_k): the share of factor k's entropy that dimension j carries.
 
   Both sides are discretised (``discretize``); a constant factor has no
@@ -184,7 +192,7 @@ def correlation(latents_NZ: np.ndarray, factors_NF: np.ndarray) -> np.ndarray:
 
 
 def factor_report(
-    latents_NZ: np.ndarray, factors_NF: np.ndarray, names: Sequence[str], bins: int = 10
+  latents_NZ: np.ndarray, factors_NF: np.ndarray, names: Sequence[str], bins: int = 10
 ) -> dict[str, Any]:
   """Which latent dimension carries which generating factor, as plain JSON-ready values.
 
@@ -200,7 +208,9 @@ def factor_report(
   """
   nmi = normalized_mutual_info(latents_NZ, factors_NF, bins)
   active = np.var(np.asarray(latents_NZ, np.float64), axis=0) > ACTIVE_VARIANCE
-  nmi = np.where(active | np.isnan(nmi), nmi, 0.0)  # a constant factor's row stays all NaN: no gap, no MIG share
+  nmi = np.where(
+    active | np.isnan(nmi), nmi, 0.0
+  )  # a constant factor's row stays all NaN: no gap, no MIG share
   corr = correlation(latents_NZ, factors_NF)
   score, gaps = mig(nmi)
   per_factor = {}
@@ -210,10 +220,15 @@ def factor_report(
       continue
     best = int(np.argmax(nmi[k]))
     per_factor[name] = {
-        "best_dim": best,
-        "nmi": round(float(nmi[k, best]), 4),
-        "gap": round(float(gaps[k]), 4),
-        "nmi_per_dim": [round(float(x), 4) for x in nmi[k]],
-        "corr_per_dim": [round(float(x), 4) for x in corr[k]],
+      "best_dim": best,
+      "nmi": round(float(nmi[k, best]), 4),
+      "gap": round(float(gaps[k]), 4),
+      "nmi_per_dim": [round(float(x), 4) for x in nmi[k]],
+      "corr_per_dim": [round(float(x), 4) for x in corr[k]],
     }
-  return {"mig": round(score, 4), "bins": bins, "n_images": len(latents_NZ), "per_factor": per_factor}
+  return {
+    "mig": round(score, 4),
+    "bins": bins,
+    "n_images": len(latents_NZ),
+    "per_factor": per_factor,
+  }

@@ -71,14 +71,14 @@ def warn_unless_deterministic_gpu_kernels(enabled: bool = True) -> None:
   """
   if enabled and jax.default_backend() == "gpu" and not _deterministic_ops_flag_set():
     log.warning(
-        "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an unbroken one "
-        "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches JAX (bin/train.py "
-        "does), or set --config.train.deterministic=False to accept that."
+      "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an unbroken one "
+      "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches JAX (bin/train.py "
+      "does), or set --config.train.deterministic=False to accept that."
     )
 
 
 def initialize_distributed(
-    coordinator_address: str = "", num_processes: int = 1, process_id: int = 0, auto: bool = False
+  coordinator_address: str = "", num_processes: int = 1, process_id: int = 0, auto: bool = False
 ) -> None:
   """Join a multi-process run; call before anything else touches JAX. Does nothing for one process.
 
@@ -92,7 +92,9 @@ def initialize_distributed(
   if not auto and num_processes <= 1:
     return
   if not auto and not coordinator_address:
-    raise ValueError("Several processes need --coordinator_address=HOST:PORT (process 0's address).")
+    raise ValueError(
+      "Several processes need --coordinator_address=HOST:PORT (process 0's address)."
+    )
   # Processes that compute on CPUs exchange gradients through gloo (JAX's CPU collectives).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if auto:
@@ -114,14 +116,16 @@ def check_batch_size(batch_size: int, num_devices: int) -> None:
     raise ValueError(f"config.train.batch_size must be at least 1; got {batch_size}.")
   if batch_size % n:
     raise ValueError(
-        f"config.train.batch_size={batch_size} does not split over {n} devices; "
-        f"use a multiple of {n} (e.g. --config.train.batch_size={max(n, batch_size // n * n)})."
+      f"config.train.batch_size={batch_size} does not split over {n} devices; "
+      f"use a multiple of {n} (e.g. --config.train.batch_size={max(n, batch_size // n * n)})."
     )
 
 
 def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
   """The batch axis (leading, or second for k stacked batches) split over ``data``; other axes whole."""
-  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS))
+  return NamedSharding(
+    mesh, PartitionSpec(None, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS)
+  )
 
 
 class DispatchWindow:

@@ -7,8 +7,9 @@ always rebuilt from the config it was trained with, never from flags.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -55,17 +56,24 @@ def load_run(workdir: str | Path) -> Run:
   workdir = workdir_path(workdir)
   config = load_config(workdir)
   if config.get("task", "vae") != "vae":
-    raise ValueError(f"{workdir} holds a {config.task!r} run, not a VAE: point --workdir at a VAE's workdir.")
+    raise ValueError(
+      f"{workdir} holds a {config.task!r} run, not a VAE: point --workdir at a VAE's workdir."
+    )
   shape = image_shape(config.data)
   model = build_model(config.model, config.loss, shape)
   tx = make_optimizer(config.opt, config.train.steps)
-  params = restore_params(workdir, lambda: create_train_state(model, tx, shape, jax.random.key(0)),
-                          "python bin/train.py --config ... --workdir",
-                          field="ema_params" if keeps_ema(config.train) else "params")
+  params = restore_params(
+    workdir,
+    lambda: create_train_state(model, tx, shape, jax.random.key(0)),
+    "python bin/train.py --config ... --workdir",
+    field="ema_params" if keeps_ema(config.train) else "params",
+  )
   return Run(config, model, params)
 
 
-def restore_params(workdir: Path, make_state: Callable[[], Any], train_command: str, field: str = "params") -> Any:
+def restore_params(
+  workdir: Path, make_state: Callable[[], Any], train_command: str, field: str = "params"
+) -> Any:
   """The train state's ``field`` (parameters, or their moving average) from ``workdir``'s latest checkpoint.
 
   ``make_state`` is only traced
@@ -73,7 +81,9 @@ def restore_params(workdir: Path, make_state: Callable[[], Any], train_command: 
   """
   ckpt_dir = workdir / "checkpoints"
   if not has_checkpoint(ckpt_dir):
-    raise FileNotFoundError(f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir}).")
+    raise FileNotFoundError(
+      f"No checkpoint in {ckpt_dir}: train first ({train_command} {workdir})."
+    )
   ckpt = Checkpointer(ckpt_dir)
   try:
     return ckpt.restore_params(jax.eval_shape(make_state).params, field=field)
@@ -82,7 +92,7 @@ def restore_params(workdir: Path, make_state: Callable[[], Any], train_command: 
 
 
 def image_subset(
-    config: ml_collections.ConfigDict, data: str | None = None, split: str = "val"
+  config: ml_collections.ConfigDict, data: str | None = None, split: str = "val"
 ) -> tuple[Subset, Preprocess]:
   """The images to look at, with the run's own preprocessing.
 
@@ -102,7 +112,9 @@ def image_subset(
     dataset = build_dataset(config)
     subset = getattr(dataset, split)
     if not len(subset):
-      raise ValueError(f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data.")
+      raise ValueError(
+        f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data."
+      )
     return subset, dataset.preprocess
   # Another source is read as training reads one: through the decode cache, skipping unusable files.
   data_cfg = config.data.copy_and_resolve_references()

@@ -16,8 +16,8 @@ import dataclasses
 import functools
 import math
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -64,7 +64,9 @@ def kl_per_dim(run: Run, x_uint8: np.ndarray) -> np.ndarray:
   return np.asarray(losses.gaussian_kl(mean, logvar)).mean(axis=0)
 
 
-def interpolate(z_a: np.ndarray, z_b: np.ndarray, num_points: int, spherical: bool = False) -> np.ndarray:
+def interpolate(
+  z_a: np.ndarray, z_b: np.ndarray, num_points: int, spherical: bool = False
+) -> np.ndarray:
   """``num_points`` codes from ``z_a`` to ``z_b`` inclusive, evenly spaced in t.
 
   Spherical interpolation (slerp) follows the great circle, scaling the
@@ -102,9 +104,13 @@ def manifold_codes(latent_dim: int, dims: tuple[int, int], n: int) -> np.ndarray
   stay at the prior mean, 0.
   """
   if len(dims) != 2 or dims[0] == dims[1] or not all(0 <= d < latent_dim for d in dims):
-    raise ValueError(f"Manifold dims must be two different dimensions in 0..{latent_dim - 1}; got {dims}.")
+    raise ValueError(
+      f"Manifold dims must be two different dimensions in 0..{latent_dim - 1}; got {dims}."
+    )
   i, j = dims
-  values = np.array([statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], np.float32)
+  values = np.array(
+    [statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.05, 0.95, n)], np.float32
+  )
   codes = np.zeros((n, n, latent_dim), np.float32)
   codes[:, :, i] = values[:, None]
   codes[:, :, j] = values[None, :]
@@ -113,7 +119,9 @@ def manifold_codes(latent_dim: int, dims: tuple[int, int], n: int) -> np.ndarray
 
 def _decode_grid(run: Run, codes_RCZ: np.ndarray) -> np.ndarray:
   rows, cols, latent = codes_RCZ.shape
-  return decode(run, codes_RCZ.reshape(rows * cols, latent)).reshape((rows, cols) + image_shape(run.config.data))
+  return decode(run, codes_RCZ.reshape(rows * cols, latent)).reshape(
+    (rows, cols) + image_shape(run.config.data)
+  )
 
 
 def recon_tiles(run: Run, x_uint8: np.ndarray, ncol: int = 8) -> np.ndarray:
@@ -130,7 +138,11 @@ def prior_tiles(run: Run, key: jax.Array, n: int, temperature: float = 1.0) -> n
 
 
 def interp_tiles(
-    run: Run, x_a: np.ndarray, x_b: np.ndarray, spherical: bool = False, interior: int = INTERIOR_POINTS
+  run: Run,
+  x_a: np.ndarray,
+  x_b: np.ndarray,
+  spherical: bool = False,
+  interior: int = INTERIOR_POINTS,
 ) -> np.ndarray:
   """One row per pair: input a, decoded path from a's to b's posterior mean (``interior`` points between), input b.
 
@@ -143,7 +155,9 @@ def interp_tiles(
   return np.concatenate([np.asarray(x_a)[:, None], path, np.asarray(x_b)[:, None]], axis=1)
 
 
-def traverse_tiles(run: Run, x_base: np.ndarray, steps: int, radius: float = TRAVERSE_RADIUS) -> np.ndarray:
+def traverse_tiles(
+  run: Run, x_base: np.ndarray, steps: int, radius: float = TRAVERSE_RADIUS
+) -> np.ndarray:
   """One row per latent dimension, sweeping it around the base image's posterior mean."""
   base = encode(run, np.asarray(x_base)[None])[0][0]
   return _decode_grid(run, traverse_codes(base, steps, radius))
@@ -165,18 +179,25 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 
 
 def picture(
-    tiles: np.ndarray, row_labels: Sequence[str] | None = None, caption: str | None = None, pad: int = 2
+  tiles: np.ndarray,
+  row_labels: Sequence[str] | None = None,
+  caption: str | None = None,
+  pad: int = 2,
 ) -> np.ndarray:
   """Lay out R×C tiles as one uint8 H×W×3 picture, with labels left of the rows and a caption on top."""
   rows, cols, h, w = tiles.shape[:4]
   scale = images.default_scale(max(h, w))
-  grid = images.make_grid(tiles.reshape((rows * cols,) + tiles.shape[2:]), cols, scale=scale, pad=pad)
+  grid = images.make_grid(
+    tiles.reshape((rows * cols,) + tiles.shape[2:]), cols, scale=scale, pad=pad
+  )
   if not row_labels and not caption:
     return grid
   font = ImageFont.load_default(size=min(24, max(12, h * scale // 8)))
   measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
   margin = 6
-  label_w = max(_text_size(measure, t, font)[0] for t in row_labels) + 2 * margin if row_labels else 0
+  label_w = (
+    max(_text_size(measure, t, font)[0] for t in row_labels) + 2 * margin if row_labels else 0
+  )
   caption_w, caption_h = 0, 0
   if caption:
     caption_w, text_h = _text_size(measure, caption, font)
@@ -218,7 +239,9 @@ class SampleOptions:
     if self.n is not None and self.n < 1:
       raise ValueError(f"The picture's size n must be at least 1; got {self.n}.")
     if self.temperature < 0:
-      raise ValueError(f"The prior temperature is a standard deviation, at least 0; got {self.temperature}.")
+      raise ValueError(
+        f"The prior temperature is a standard deviation, at least 0; got {self.temperature}."
+      )
 
 
 class _Images:
@@ -252,16 +275,22 @@ def _interp(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:
   if not pairs:
     raise ValueError("Interpolation needs at least two images.")
   tiles = interp_tiles(run, x[:pairs], x[pairs : 2 * pairs], opts.spherical)
-  return picture(tiles, caption=(
+  return picture(
+    tiles,
+    caption=(
       f"input, reconstruction, {INTERIOR_POINTS} points of {'spherical' if opts.spherical else 'linear'} "
-      "interpolation, reconstruction, input"))
+      "interpolation, reconstruction, input"
+    ),
+  )
 
 
 def _traverse(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:
   kl = kl_per_dim(run, data.first(KL_IMAGES))
   tiles = traverse_tiles(run, data.chosen(1, opts.seed)[0], opts.n or 11)
   labels = [f"z{d}  KL {v:.2f}" for d, v in enumerate(kl)]
-  return picture(tiles, labels, caption=f"each dimension over ±{TRAVERSE_RADIUS:g} around one encoded image")
+  return picture(
+    tiles, labels, caption=f"each dimension over ±{TRAVERSE_RADIUS:g} around one encoded image"
+  )
 
 
 def _manifold(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:
@@ -269,34 +298,40 @@ def _manifold(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:
   if dims is None:
     dims = largest_kl_dims(kl_per_dim(run, data.first(KL_IMAGES)))
   tiles = manifold_tiles(run, dims, opts.n or 12)
-  return picture(tiles, caption=f"rows: z{dims[0]}, columns: z{dims[1]} (5%…95% prior quantiles), others 0")
+  return picture(
+    tiles, caption=f"rows: z{dims[0]}, columns: z{dims[1]} (5%…95% prior quantiles), others 0"
+  )
 
 
 def _colorize(run: Run, data: _Images, opts: SampleOptions) -> np.ndarray:
-  from vae_jax.colorize import colorize_picture  # imported here: vae_jax.colorize builds on this module
+  from vae_jax.colorize import (
+    colorize_picture,
+  )  # imported here: vae_jax.colorize builds on this module
 
   if not opts.colorizer:
-    raise ValueError("--kind colorize needs --colorizer W2, a workdir trained with configs/colorizer.py.")
+    raise ValueError(
+      "--kind colorize needs --colorizer W2, a workdir trained with configs/colorizer.py."
+    )
   return colorize_picture(run, opts.colorizer, opts.n or 24, opts.seed, opts.temperature)
 
 
 KINDS: dict[str, Callable[[Run, _Images, SampleOptions], np.ndarray]] = {
-    "recon": _recon,
-    "prior": _prior,
-    "interp": _interp,
-    "traverse": _traverse,
-    "manifold": _manifold,
-    "colorize": _colorize,
+  "recon": _recon,
+  "prior": _prior,
+  "interp": _interp,
+  "traverse": _traverse,
+  "manifold": _manifold,
+  "colorize": _colorize,
 }
 
 
 def write_samples(
-    workdir: str | Path,
-    kind: str,
-    out: str | Path | None = None,
-    options: SampleOptions = SampleOptions(),
-    data: str | None = None,
-    split: str = "val",
+  workdir: str | Path,
+  kind: str,
+  out: str | Path | None = None,
+  options: SampleOptions = SampleOptions(),
+  data: str | None = None,
+  split: str = "val",
 ) -> Path:
   """Restore ``workdir``'s latest checkpoint, draw one kind of picture, save it as PNG.
 

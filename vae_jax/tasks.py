@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ml_collections
 
@@ -11,8 +12,8 @@ from vae_jax.colorize import train_colorizer
 from vae_jax.train import train_and_evaluate
 
 TRAINERS: dict[str, Callable[[ml_collections.ConfigDict, str | Path], Any]] = {
-    "vae": train_and_evaluate,
-    "colorizer": train_colorizer,
+  "vae": train_and_evaluate,
+  "colorizer": train_colorizer,
 }
 
 

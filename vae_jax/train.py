@@ -16,8 +16,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -33,7 +34,12 @@ from vae_jax.checkpoint import Checkpointer, CheckpointMismatchError, has_checkp
 from vae_jax.config import load_config, save_config, workdir_path
 from vae_jax.data.augment import augment
 from vae_jax.data.pipeline import (
-    Dataset, DevicePrefetch, StackedBatches, build_dataset, load_images, train_iterator,
+  Dataset,
+  DevicePrefetch,
+  StackedBatches,
+  build_dataset,
+  load_images,
+  train_iterator,
 )
 from vae_jax.models import build_model
 from vae_jax.models.vae import PRIOR_PARAMS
@@ -64,7 +70,9 @@ def ema_decay(train_cfg: ml_collections.ConfigDict) -> float:
   """``config.train.ema_decay`` (0, no average, for configs saved before it existed)."""
   decay = train_cfg.get("ema_decay", 0.0)
   if not 0.0 <= decay < 1.0:
-    raise ValueError(f"config.train.ema_decay={decay} must be in [0, 1): 0 keeps no average, 0.99 a typical one.")
+    raise ValueError(
+      f"config.train.ema_decay={decay} must be in [0, 1): 0 keeps no average, 0.99 a typical one."
+    )
   return decay
 
 
@@ -108,9 +116,11 @@ class _StopSignals:
     self.received: str | None = None
     self._previous = {}
 
-  def __enter__(self) -> "_StopSignals":
+  def __enter__(self) -> _StopSignals:
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+      self._previous = {
+        sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)
+      }
     return self
 
   def _note(self, signum, frame) -> None:
@@ -131,7 +141,10 @@ def split_root_key(seed: int) -> dict[str, jax.Array]:
 
 def _optimizer_labels(params: Any) -> Any:
   """``"prior"`` for the learned prior's parameters (``PRIOR_PARAMS``), ``"net"`` for the rest."""
-  return {k: jax.tree.map(lambda _, k=k: "prior" if k in PRIOR_PARAMS else "net", v) for k, v in params.items()}
+  return {
+    k: jax.tree.map(lambda _, k=k: "prior" if k in PRIOR_PARAMS else "net", v)
+    for k, v in params.items()
+  }
 
 
 def _weight_decayed(params: Any) -> Any:
@@ -139,7 +152,9 @@ def _weight_decayed(params: Any) -> Any:
   return {k: jax.tree.map(lambda _, k=k: k != "log_scale", v) for k, v in params.items()}
 
 
-def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(
+  opt_cfg: ml_collections.ConfigDict, total_steps: int
+) -> optax.GradientTransformation:
   """Adam(W) with linear warm-up, then cosine decay or constant, and global-norm clipping.
 
   A learned prior's mean and scale (``vae_jax.models.vae.VAE.learned_prior``)
@@ -155,25 +170,36 @@ def make_optimizer(opt_cfg: ml_collections.ConfigDict, total_steps: int) -> opta
   warmup = min(opt_cfg.warmup_steps, max(total_steps - 1, 0))
   if opt_cfg.schedule == "cosine":
     lr = optax.warmup_cosine_decay_schedule(
-        0.0, opt_cfg.learning_rate, warmup, max(total_steps, warmup + 1), end_value=opt_cfg.learning_rate * 0.01
+      0.0,
+      opt_cfg.learning_rate,
+      warmup,
+      max(total_steps, warmup + 1),
+      end_value=opt_cfg.learning_rate * 0.01,
     )
   elif opt_cfg.schedule == "constant":
     lr = optax.constant_schedule(opt_cfg.learning_rate)
     if warmup:
-      lr = optax.join_schedules([optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup), lr], [warmup])
+      lr = optax.join_schedules(
+        [optax.linear_schedule(0.0, opt_cfg.learning_rate, warmup), lr], [warmup]
+      )
   else:
-    raise ValueError(f"Unknown config.opt.schedule {opt_cfg.schedule!r}; choose cosine or constant.")
+    raise ValueError(
+      f"Unknown config.opt.schedule {opt_cfg.schedule!r}; choose cosine or constant."
+    )
   net = optax.chain(
-      optax.clip_by_global_norm(opt_cfg.grad_clip),
-      optax.adamw(lr, weight_decay=opt_cfg.weight_decay, mask=_weight_decayed),
+    optax.clip_by_global_norm(opt_cfg.grad_clip),
+    optax.adamw(lr, weight_decay=opt_cfg.weight_decay, mask=_weight_decayed),
   )
   prior = optax.adam(opt_cfg.get("prior_learning_rate", 1e-2))
   return optax.multi_transform({"net": net, "prior": prior}, _optimizer_labels)
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, image_shape: tuple[int, ...], key: jax.Array,
-    keep_ema: bool = False,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  image_shape: tuple[int, ...],
+  key: jax.Array,
+  keep_ema: bool = False,
 ) -> TrainState:
   """Initialise parameters (jitted, so init costs one compile, not eager op-by-op).
 
@@ -184,7 +210,9 @@ def create_train_state(
   def init(key):
     dummy = jnp.zeros((1,) + tuple(image_shape), jnp.uint8)
     params = model.init(key, dummy, jax.random.key(0))["params"]
-    state = TrainState.create(apply_fn=model.apply, params=params, tx=tx, ema_params=params if keep_ema else None)
+    state = TrainState.create(
+      apply_fn=model.apply, params=params, tx=tx, ema_params=params if keep_ema else None
+    )
     # A strongly typed step: a restored checkpoint's step is int32, not weak, and a weak one here
     # would make the train step compile a second time after a restore.
     return state.replace(step=jnp.zeros((), jnp.int32))
@@ -199,7 +227,9 @@ def compute_dtype(train_cfg: ml_collections.ConfigDict) -> jnp.dtype:
   """The activations' dtype ``config.train.compute_dtype`` names (float32 when the config has none)."""
   name = train_cfg.get("compute_dtype", "float32")
   if name not in COMPUTE_DTYPES:
-    raise ValueError(f"Unknown config.train.compute_dtype {name!r}; choose one of {sorted(COMPUTE_DTYPES)}.")
+    raise ValueError(
+      f"Unknown config.train.compute_dtype {name!r}; choose one of {sorted(COMPUTE_DTYPES)}."
+    )
   return COMPUTE_DTYPES[name]
 
 
@@ -211,16 +241,23 @@ def cast_for_compute(params: Any, dtype: jnp.dtype) -> Any:
   """
   if dtype == jnp.float32:
     return params
-  cast = lambda tree: jax.tree.map(lambda p: p.astype(dtype), tree)  # noqa: E731
+  cast = lambda tree: jax.tree.map(lambda p: p.astype(dtype), tree)
   return {k: cast(v) if k in ("encoder", "decoder") else v for k, v in params.items()}
 
 
 def elbo_terms(
-    model: nn.Module, params: Any, x_uint8: jax.Array, key: jax.Array, likelihood: str, discretized: bool
+  model: nn.Module,
+  params: Any,
+  x_uint8: jax.Array,
+  key: jax.Array,
+  likelihood: str,
+  discretized: bool,
 ) -> dict[str, jax.Array]:
   """Per-image reconstruction NLL and per-dimension KL for one posterior sample (float32 whatever the compute dtype)."""
   out = {k: v.astype(jnp.float32) for k, v in model.apply({"params": params}, x_uint8, key).items()}
-  rec = losses.reconstruction_nll(likelihood, x_uint8, out["decoded"], out["log_scale"], discretized)
+  rec = losses.reconstruction_nll(
+    likelihood, x_uint8, out["decoded"], out["log_scale"], discretized
+  )
   return {"rec": rec, "kl_BZ": losses.gaussian_kl(out["mean"], out["logvar"]), **out}
 
 
@@ -268,22 +305,26 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
     model = model.clone(compute_dtype=dtype)
 
   def loss_fn(params, x, key, step):
-    terms = elbo_terms(model, cast_for_compute(params, dtype), x, key, loss_cfg.likelihood, discretized=False)
+    terms = elbo_terms(
+      model, cast_for_compute(params, dtype), x, key, loss_cfg.likelihood, discretized=False
+    )
     kl_objective = losses.kl_with_free_bits(terms["kl_BZ"], loss_cfg.free_bits)
     weight = losses.kl_weight(step, loss_cfg.beta, loss_cfg.warmup_steps)
     loss = jnp.mean(terms["rec"] + weight * kl_objective)
     recon = losses.mean_image(loss_cfg.likelihood, terms["decoded"])
     metrics = {
-        "loss": loss,
-        "rec_nats": jnp.mean(terms["rec"]),
-        "kl_nats": jnp.mean(terms["kl_BZ"].sum(-1)),
-        "kl_weight": weight,
-        "psnr_db": jnp.mean(losses.psnr(x, recon)),
-        "log_scale": terms["log_scale"],
+      "loss": loss,
+      "rec_nats": jnp.mean(terms["rec"]),
+      "kl_nats": jnp.mean(terms["kl_BZ"].sum(-1)),
+      "kl_weight": weight,
+      "psnr_db": jnp.mean(losses.psnr(x, recon)),
+      "log_scale": terms["log_scale"],
     }
     return loss, metrics
 
-  def step(state: TrainState, x_uint8: jax.Array, train_key: jax.Array) -> tuple[TrainState, Metrics]:
+  def step(
+    state: TrainState, x_uint8: jax.Array, train_key: jax.Array
+  ) -> tuple[TrainState, Metrics]:
     key = jax.random.fold_in(train_key, state.step)
     z_key, augment_key = jax.random.split(key)
     x_uint8 = augment(x_uint8, augment_key, config.data)
@@ -291,7 +332,9 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict) -> Call
     metrics["grad_norm"] = optax.tree.norm(grads)
     new_state = state.apply_gradients(grads=grads)
     if state.ema_params is not None:
-      new_state = new_state.replace(ema_params=update_ema(state.ema_params, new_state.params, state.step, decay))
+      new_state = new_state.replace(
+        ema_params=update_ema(state.ema_params, new_state.params, state.step, decay)
+      )
     return new_state, metrics
 
   return jit_steps(step, steps_per_dispatch(config.train))
@@ -312,16 +355,20 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict) -> Calla
   likelihood = config.loss.likelihood
 
   def eval_step(params, x_uint8, mask, key):
-    terms = elbo_terms(model, params, x_uint8, key, likelihood, discretized=likelihood != "bernoulli")
-    recon = losses.mean_image(likelihood, model.apply({"params": params}, terms["mean"], method=model.decode))
+    terms = elbo_terms(
+      model, params, x_uint8, key, likelihood, discretized=likelihood != "bernoulli"
+    )
+    recon = losses.mean_image(
+      likelihood, model.apply({"params": params}, terms["mean"], method=model.decode)
+    )
     kl = terms["kl_BZ"].sum(-1)
     mse = losses.squared_error(x_uint8, recon)
     per_image = {
-        "neg_elbo_nats": terms["rec"] + kl,
-        "rec_nats": terms["rec"],
-        "kl_nats": kl,
-        "psnr_db": losses.psnr_of_mse(mse),
-        "mse": mse,
+      "neg_elbo_nats": terms["rec"] + kl,
+      "rec_nats": terms["rec"],
+      "kl_nats": kl,
+      "psnr_db": losses.psnr_of_mse(mse),
+      "mse": mse,
     }
     sums = {k: jnp.sum(v * mask) for k, v in per_image.items()}
     sums["kl_per_dim"] = jnp.sum(terms["kl_BZ"] * mask[:, None], axis=0)
@@ -342,21 +389,25 @@ def fixed_size_batches(images_NHWC: np.ndarray, batch_size: int):
 
 
 def batch_means(
-    eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array
+  eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array
 ) -> dict[str, np.ndarray]:
   """Means over ``images_NHWC`` of the per-image sums ``eval_step(params, batch, mask, key)`` returns.
 
   The padding of the last batch is masked out; batch ``i`` gets the key ``fold_in(key, i)``.
   """
   totals: dict[str, Any] = {}
-  for i, (batch, count) in enumerate(fixed_size_batches(images_NHWC, min(batch_size, len(images_NHWC)))):
+  for i, (batch, count) in enumerate(
+    fixed_size_batches(images_NHWC, min(batch_size, len(images_NHWC)))
+  ):
     mask = (np.arange(len(batch)) < count).astype(np.float32)
     sums = eval_step(params, batch, mask, jax.random.fold_in(key, i))
     totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
   return {k: np.asarray(v) / len(images_NHWC) for k, v in totals.items()}
 
 
-def evaluate(eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array) -> dict:
+def evaluate(
+  eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array
+) -> dict:
   """The VAE's held-out metrics (``make_eval_step``) with bits per dimension, pooled PSNR and each latent's KL.
 
   Two PSNRs, since both are in use: ``psnr_db`` is the mean of the per-image
@@ -387,13 +438,15 @@ def make_picture_fn(model: nn.Module, likelihood: str, num_prior: int) -> Callab
   return jax.jit(pictures)
 
 
-def training_grids(picture_fn: Callable, params: Any, val_images: np.ndarray, key: jax.Array) -> dict:
+def training_grids(
+  picture_fn: Callable, params: Any, val_images: np.ndarray, key: jax.Array
+) -> dict:
   """Inputs with their reconstructions on the row below, and a square of prior samples."""
   recon, prior = (images.to_uint8(a) for a in picture_fn(params, val_images, key))
   tiles = images.interleave_rows([val_images, recon], math.ceil(math.sqrt(len(val_images))))
   return {
-      "recon": images.make_grid(tiles.reshape((-1,) + tiles.shape[2:]), tiles.shape[1]),
-      "prior": images.make_grid(prior, math.ceil(math.sqrt(len(prior)))),
+    "recon": images.make_grid(tiles.reshape((-1,) + tiles.shape[2:]), tiles.shape[1]),
+    "prior": images.make_grid(prior, math.ceil(math.sqrt(len(prior)))),
   }
 
 
@@ -414,22 +467,24 @@ def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
   saved = load_config(workdir)
   if saved.get("task", "vae") != config.get("task", "vae"):
     raise CheckpointMismatchError(
-        f"{workdir} holds a {saved.get('task', 'vae')!r} run, not a {config.get('task', 'vae')!r} one. "
-        "Choose a new --workdir."
+      f"{workdir} holds a {saved.get('task', 'vae')!r} run, not a {config.get('task', 'vae')!r} one. "
+      "Choose a new --workdir."
     )
   if keeps_ema(saved.train) != keeps_ema(config.train):
     raise CheckpointMismatchError(
-        f"{workdir} holds a run {'with' if keeps_ema(saved.train) else 'without'} a moving average of the "
-        f"parameters (config.train.ema_decay={ema_decay(saved.train)}); resume it with the same setting, "
-        "or choose a new --workdir."
+      f"{workdir} holds a run {'with' if keeps_ema(saved.train) else 'without'} a moving average of the "
+      f"parameters (config.train.ema_decay={ema_decay(saved.train)}); resume it with the same setting, "
+      "or choose a new --workdir."
     )
   if saved.get("seed") != config.get("seed"):
     raise CheckpointMismatchError(
-        f"{workdir} holds a run with config.seed={saved.get('seed')}, not {config.get('seed')}: the seed chooses "
-        "the held-out images and every step's keys. Resume it with the same seed, or choose a new --workdir."
+      f"{workdir} holds a run with config.seed={saved.get('seed')}, not {config.get('seed')}: the seed chooses "
+      "the held-out images and every step's keys. Resume it with the same seed, or choose a new --workdir."
     )
   for group, keys in (
-      ("model", None), ("data", ("image_size", "channels", "val_fraction")), ("loss", ("likelihood",))
+    ("model", None),
+    ("data", ("image_size", "channels", "val_fraction")),
+    ("loss", ("likelihood",)),
   ):
     old, new = json.loads(saved[group].to_json()), json.loads(config[group].to_json())
     if keys:
@@ -437,8 +492,8 @@ def _check_compatible(config: ml_collections.ConfigDict, workdir: Path) -> None:
     if old != new:
       diff = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
       raise CheckpointMismatchError(
-          f"{workdir} holds a run with a different config.{group} (saved vs now: {diff}). "
-          "Use the same config to resume it, or choose a new --workdir."
+        f"{workdir} holds a run with a different config.{group} (saved vs now: {diff}). "
+        "Use the same config to resume it, or choose a new --workdir."
       )
 
 
@@ -449,8 +504,8 @@ def _check_steps_per_dispatch(train_cfg: ml_collections.ConfigDict) -> None:
   bad = [f"{n}={train_cfg[n]}" for n in names if k < 1 or train_cfg[n] % k]
   if bad:
     raise ValueError(
-        f"config.train.steps_per_dispatch={k} must be ≥ 1 and divide config.train's {', '.join(names)} "
-        f"({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not)."
+      f"config.train.steps_per_dispatch={k} must be ≥ 1 and divide config.train's {', '.join(names)} "
+      f"({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not)."
     )
 
 
@@ -489,8 +544,12 @@ class _RunLog:
       png = images.encode_png(grid, fast=True)
       for path in (samples_dir / f"{name}_{step:06d}.png", samples_dir / f"{name}.png"):
         path.write_bytes(png)
-      image = Summary.Image(height=grid.shape[0], width=grid.shape[1], colorspace=grid.shape[2],
-                            encoded_image_string=png)
+      image = Summary.Image(
+        height=grid.shape[0],
+        width=grid.shape[1],
+        colorspace=grid.shape[2],
+        encoded_image_string=png,
+      )
       self.tb.file_writer.add_summary(Summary(value=[Summary.Value(tag=name, image=image)]), step)
     self.tb.flush()
 
@@ -527,26 +586,36 @@ TaskBuilder = Callable[[ml_collections.ConfigDict, Dataset, dict[str, jax.Array]
 
 
 def vae_task(
-    config: ml_collections.ConfigDict, dataset: Dataset, keys: dict[str, jax.Array], val_images: np.ndarray
+  config: ml_collections.ConfigDict,
+  dataset: Dataset,
+  keys: dict[str, jax.Array],
+  val_images: np.ndarray,
 ) -> Task:
   """The VAE's model, ELBO step, evaluation and reconstruction/prior grids."""
   model = build_model(config.model, config.loss, dataset.image_shape)
-  state = create_train_state(model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"],
-                             keep_ema=keeps_ema(config.train))
+  state = create_train_state(
+    model,
+    make_optimizer(config.opt, config.train.steps),
+    dataset.image_shape,
+    keys["init"],
+    keep_ema=keeps_ema(config.train),
+  )
   eval_step = make_eval_step(model, config)
   grid_images = val_images[: config.train.num_grid_images]
   picture_fn = make_picture_fn(model, config.loss.likelihood, num_prior=max(16, len(grid_images)))
   return Task(
-      state=state,
-      train_step=make_train_step(model, config),
-      evaluate=lambda params: evaluate(eval_step, params, val_images, config.train.eval_batch_size, keys["eval"]),
-      pictures=lambda params: training_grids(picture_fn, params, grid_images, keys["sample"]),
-      summary=lambda r: (
-          f"-ELBO {r['neg_elbo_nats']:.1f} nats ({r['bits_per_dim']:.3f} bits/dim), "
-          f"PSNR {r['psnr_db']:.2f} dB (pooled {r['pooled_psnr_db']:.2f} dB)"
-      ),
-      divergence_hint="Try a lower --config.opt.learning_rate, a smaller --config.opt.grad_clip, "
-      "a larger --config.loss.scale, or a KL warm-up (--config.loss.warmup_steps).",
+    state=state,
+    train_step=make_train_step(model, config),
+    evaluate=lambda params: evaluate(
+      eval_step, params, val_images, config.train.eval_batch_size, keys["eval"]
+    ),
+    pictures=lambda params: training_grids(picture_fn, params, grid_images, keys["sample"]),
+    summary=lambda r: (
+      f"-ELBO {r['neg_elbo_nats']:.1f} nats ({r['bits_per_dim']:.3f} bits/dim), "
+      f"PSNR {r['psnr_db']:.2f} dB (pooled {r['pooled_psnr_db']:.2f} dB)"
+    ),
+    divergence_hint="Try a lower --config.opt.learning_rate, a smaller --config.opt.grad_clip, "
+    "a larger --config.loss.scale, or a KL warm-up (--config.loss.warmup_steps).",
   )
 
 
@@ -566,7 +635,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   return fit(config, workdir, vae_task)
 
 
-def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: TaskBuilder) -> TrainState:
+def fit(
+  config: ml_collections.ConfigDict, workdir: str | Path, build_task: TaskBuilder
+) -> TrainState:
   """The training loop every model shares: data, resume, steps, logs, evaluation, pictures, checkpoints.
 
   ``build_task`` supplies what differs between models (see ``Task``); the
@@ -596,7 +667,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   dataset: Dataset = build_dataset(config, workdir)
   keys = split_root_key(config.seed)
   total = config.train.steps
-  val_images = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images")
+  val_images = load_images(
+    dataset.val, dataset.preprocess, config.train.max_eval_images, desc="validation images"
+  )
   task = build_task(config, dataset, keys, val_images)
   # Only now that the config has built a dataset and a model: a resume that fails on a bad value
   # (a misspelt data source, say) must not replace the run's config.json, which sample.py and
@@ -610,7 +683,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   batches = train_iterator(dataset, config.train.batch_size, config.seed, config.data.worker_count)
   if per_dispatch > 1:
     batches = StackedBatches(batches, per_dispatch)
-  data_iter = DevicePrefetch(batches, sharding=parallel.batch_sharding(mesh, stacked=per_dispatch > 1))
+  data_iter = DevicePrefetch(
+    batches, sharding=parallel.batch_sharding(mesh, stacked=per_dispatch > 1)
+  )
 
   ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
   if ckpt.latest_step() is not None:
@@ -619,16 +694,22 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
   start = int(state.step)
   if start % per_dispatch:
     raise ValueError(
-        f"The checkpoint is at step {start}, not a multiple of config.train.steps_per_dispatch={per_dispatch}; "
-        "resume with a steps_per_dispatch that divides it."
+      f"The checkpoint is at step {start}, not a multiple of config.train.steps_per_dispatch={per_dispatch}; "
+      "resume with a steps_per_dispatch that divides it."
     )
 
   run_log = _RunLog(workdir)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   log.info(
-      "%s: %d parameters; %d train / %d val images of %s from %s; %d %s device(s).",
-      config.model.name, n_params, len(dataset.train_indices), len(dataset.val_indices),
-      dataset.image_shape, config.data.source, mesh.devices.size, jax.devices()[0].platform,
+    "%s: %d parameters; %d train / %d val images of %s from %s; %d %s device(s).",
+    config.model.name,
+    n_params,
+    len(dataset.train_indices),
+    len(dataset.val_indices),
+    dataset.image_shape,
+    config.data.source,
+    mesh.devices.size,
+    jax.devices()[0].platform,
   )
 
   def run_eval(step: int) -> None:
@@ -636,8 +717,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
       params = params_to_evaluate(state)
       result = task.evaluate(params)
       run_log.scalars(step, "val", result)
-      log.info("step %d val%s: %s", step, " (moving average)" if state.ema_params is not None else "",
-               task.summary(result))
+      log.info(
+        "step %d val%s: %s",
+        step,
+        " (moving average)" if state.ema_params is not None else "",
+        task.summary(result),
+      )
       run_log.pictures(step, task.pictures(params), workdir / "samples" / "training")
 
   def check_finite(metrics: Metrics, step: int) -> dict:
@@ -647,15 +732,25 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
     if bad:
       last = ckpt.latest_step()
       raise NonFiniteLossError(
-          f"The {' and '.join(k.replace('_', ' ') for k in bad)} became "
-          f"{' and '.join(str(values[k]) for k in bad)} at step {step}. "
-          + (f"The last good checkpoint (step {last}) in {ckpt.directory} is intact. " if last is not None else "")
-          + task.divergence_hint
+        f"The {' and '.join(k.replace('_', ' ') for k in bad)} became "
+        f"{' and '.join(str(values[k]) for k in bad)} at step {step}. "
+        + (
+          f"The last good checkpoint (step {last}) in {ckpt.directory} is intact. "
+          if last is not None
+          else ""
+        )
+        + task.divergence_hint
       )
     return values
 
-  bar = tqdm.tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
-                  disable=jax.process_index() != 0)
+  bar = tqdm.tqdm(
+    total=total,
+    initial=start,
+    desc="train",
+    unit="step",
+    dynamic_ncols=True,
+    disable=jax.process_index() != 0,
+  )
   t_last, step_last, announced = time.perf_counter(), start, False
   window = parallel.dispatch_window(mesh)
   try:
@@ -671,12 +766,20 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
           values["images_per_s"] = (done - step_last) * config.train.batch_size / (now - t_last)
           t_last, step_last = now, done
           run_log.scalars(done, "train", values)
-          bar.set_postfix(loss=f"{values['loss']:.4g}", psnr=f"{values['psnr_db']:.1f}",
-                          img_s=f"{values['images_per_s']:.0f}")
+          bar.set_postfix(
+            loss=f"{values['loss']:.4g}",
+            psnr=f"{values['psnr_db']:.1f}",
+            img_s=f"{values['images_per_s']:.0f}",
+          )
           if not announced and done - start > config.train.log_every:
             remaining = (total - done) * config.train.batch_size / values["images_per_s"]
-            log.info("%s: %.1f images/s; about %.1f min left for %d steps.",
-                     jax.devices()[0].platform, values["images_per_s"], remaining / 60, total - done)
+            log.info(
+              "%s: %.1f images/s; about %.1f min left for %d steps.",
+              jax.devices()[0].platform,
+              values["images_per_s"],
+              remaining / 60,
+              total - done,
+            )
             announced = True
         if done % config.train.eval_every == 0 or done == total:
           run_eval(done)
@@ -692,8 +795,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, build_task: Task
             check_finite(metrics, done)
             ckpt.save(done, state, data_iter)
           raise TrainingInterrupted(
-              f"Stopped by {stop.received} at step {done} of {total}; its checkpoint is in {ckpt.directory}. "
-              "Re-run the same command to resume."
+            f"Stopped by {stop.received} at step {done} of {total}; its checkpoint is in {ckpt.directory}. "
+            "Re-run the same command to resume."
           )
   finally:
     bar.close()

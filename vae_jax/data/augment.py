@@ -14,12 +14,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-
 # Images per iteration of the warp's loop: about this many pixels (see ``affine_warp``).
 _WARP_PIXELS_PER_ITERATION = 8192
 
 
-def affine_warp(x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom_B: jax.Array) -> jax.Array:
+def affine_warp(
+  x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom_B: jax.Array
+) -> jax.Array:
   """Shift (pixels, (row, col)), rotate (radians, about the centre) and zoom each image.
 
   Bilinear sampling with edge values repeated outside the frame; returns floats.
@@ -30,7 +31,9 @@ def affine_warp(x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom
   compiled on its own and runs several times faster (BENCHMARKS.md).
   """
   _, h, w, _ = x_BHWC.shape
-  rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  rows, cols = jnp.meshgrid(
+    jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+  )
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
 
   def warp(args):
@@ -40,21 +43,27 @@ def affine_warp(x_BHWC: jax.Array, shift_B2: jax.Array, angle_B: jax.Array, zoom
     dy, dx = rows - cy - shift_2[0], cols - cx - shift_2[1]
     src_r = cy + cos * dy - sin * dx
     src_c = cx + sin * dy + cos * dx
-    channel = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [src_r, src_c], order=1, mode="nearest")
+    channel = lambda ch: jax.scipy.ndimage.map_coordinates(
+      ch, [src_r, src_c], order=1, mode="nearest"
+    )
     return jnp.stack([channel(img_HWC[..., i]) for i in range(img_HWC.shape[-1])], axis=-1)
 
   chunk = max(1, _WARP_PIXELS_PER_ITERATION // (h * w))
-  return jax.lax.map(warp, (x_BHWC.astype(jnp.float32), shift_B2, angle_B, zoom_B), batch_size=chunk)
+  return jax.lax.map(
+    warp, (x_BHWC.astype(jnp.float32), shift_B2, angle_B, zoom_B), batch_size=chunk
+  )
 
 
 def random_affine(
-    x_BHWC: jax.Array, key: jax.Array, max_shift: float, max_rotation_deg: float, max_zoom: float
+  x_BHWC: jax.Array, key: jax.Array, max_shift: float, max_rotation_deg: float, max_zoom: float
 ) -> jax.Array:
   """``affine_warp`` with each image's shift, rotation and zoom drawn uniformly within the limits."""
   b = x_BHWC.shape[0]
   k_shift, k_rot, k_zoom = jax.random.split(key, 3)
   shift = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift)
-  angle = jnp.deg2rad(jax.random.uniform(k_rot, (b,), minval=-max_rotation_deg, maxval=max_rotation_deg))
+  angle = jnp.deg2rad(
+    jax.random.uniform(k_rot, (b,), minval=-max_rotation_deg, maxval=max_rotation_deg)
+  )
   zoom = jax.random.uniform(k_zoom, (b,), minval=1.0 - max_zoom, maxval=1.0 + max_zoom)
   return affine_warp(x_BHWC, shift, angle, zoom)
 
@@ -69,6 +78,8 @@ def augment(x_uint8: jax.Array, key: jax.Array, data_cfg: ml_collections.ConfigD
     flip = jax.random.bernoulli(flip_key, 0.5, (x_uint8.shape[0], 1, 1, 1))
     x_uint8 = jnp.where(flip, x_uint8[:, :, ::-1], x_uint8)
   if data_cfg.max_shift > 0 or data_cfg.max_rotation > 0 or data_cfg.max_zoom > 0:
-    warped = random_affine(x_uint8, affine_key, data_cfg.max_shift, data_cfg.max_rotation, data_cfg.max_zoom)
+    warped = random_affine(
+      x_uint8, affine_key, data_cfg.max_shift, data_cfg.max_rotation, data_cfg.max_zoom
+    )
     x_uint8 = jnp.clip(jnp.round(warped), 0, 255).astype(jnp.uint8)
   return x_uint8

@@ -29,8 +29,9 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import tqdm
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 CACHE_DIR_ENV = "VAE_JAX_CACHE_DIR"
-_CHUNK = 64  # images per worker task: large enough to amortise the round trip, small enough to balance
+_CHUNK = (
+  64  # images per worker task: large enough to amortise the round trip, small enough to balance
+)
 _META, _IMAGES = "meta.json", "images.npy"
 
 
@@ -78,7 +81,9 @@ class CachedImages:
     self.source_items: int = meta["items"]
     self.skipped = [Skipped(**s) for s in meta["skipped"]]
     self.rows = NpyRows(self.directory / _IMAGES)
-    self.kept = np.setdiff1d(np.arange(self.source_items), [s.index for s in self.skipped]).astype(np.int64)
+    self.kept = np.setdiff1d(np.arange(self.source_items), [s.index for s in self.skipped]).astype(
+      np.int64
+    )
 
   def __len__(self) -> int:
     return len(self.kept)
@@ -110,7 +115,11 @@ def cache_directory(source: Any, preprocess: Preprocess, cache_dir: str | Path) 
 
 
 def cached_images(
-    source: Any, preprocess: Preprocess, cache_dir: str | Path, workers: int = 0, show_progress: bool = True
+  source: Any,
+  preprocess: Preprocess,
+  cache_dir: str | Path,
+  workers: int = 0,
+  show_progress: bool = True,
 ) -> CachedImages:
   """The cache of ``source`` under ``preprocess``: found, or built now.
 
@@ -142,7 +151,9 @@ def cached_images(
   return CachedImages(directory)
 
 
-def check_all(source: Any, preprocess: Preprocess, workers: int = 0, show_progress: bool = True) -> list[Skipped]:
+def check_all(
+  source: Any, preprocess: Preprocess, workers: int = 0, show_progress: bool = True
+) -> list[Skipped]:
   """Decode and preprocess every item without storing it; the items that fail.
 
   For runs without a cache: every file is still opened once before
@@ -154,32 +165,36 @@ def check_all(source: Any, preprocess: Preprocess, workers: int = 0, show_progre
   return skipped
 
 
-def _build(source: Any, preprocess: Preprocess, directory: Path, workers: int, show_progress: bool) -> None:
+def _build(
+  source: Any, preprocess: Preprocess, directory: Path, workers: int, show_progress: bool
+) -> None:
   start = time.perf_counter()
   n = len(source)
   offset = create_npy(directory / _IMAGES, (n,) + preprocess.output_shape, np.uint8)
   skipped: list[Skipped] = []
   fd = os.open(directory / _IMAGES, os.O_WRONLY)
   try:
-    for first, images, failures in _decode_chunks(source, preprocess, workers, show_progress, "decoding"):
+    for first, images, failures in _decode_chunks(
+      source, preprocess, workers, show_progress, "decoding"
+    ):
       write_rows(fd, offset, first, images)
       skipped += failures
     os.fsync(fd)
   finally:
     os.close(fd)
   meta = {
-      "version": CACHE_VERSION,
-      "source": source.identity(),
-      "preprocess": dataclasses.asdict(preprocess),
-      "items": n,
-      "skipped": [dataclasses.asdict(s) for s in skipped],
-      "build_seconds": round(time.perf_counter() - start, 3),
+    "version": CACHE_VERSION,
+    "source": source.identity(),
+    "preprocess": dataclasses.asdict(preprocess),
+    "items": n,
+    "skipped": [dataclasses.asdict(s) for s in skipped],
+    "build_seconds": round(time.perf_counter() - start, 3),
   }
   (directory / _META).write_text(json.dumps(meta, indent=1))
 
 
 def _decode_chunks(
-    source: Any, preprocess: Preprocess, workers: int, show_progress: bool, verb: str
+  source: Any, preprocess: Preprocess, workers: int, show_progress: bool, verb: str
 ) -> Iterator[tuple[int, np.ndarray, list[Skipped]]]:
   """``(first index, images, failures)`` for consecutive chunks, in order.
 
@@ -192,7 +207,9 @@ def _decode_chunks(
   n = len(source)
   workers = workers or os.cpu_count() or 1
   starts = iter(range(0, n, _CHUNK))
-  bar = tqdm.tqdm(total=n, desc=f"{verb} {source.identity()}", unit="img", disable=not show_progress, leave=False)
+  bar = tqdm.tqdm(
+    total=n, desc=f"{verb} {source.identity()}", unit="img", disable=not show_progress, leave=False
+  )
   with bar, concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
     pending = collections.deque()
     for first in itertools.islice(starts, 2 * workers):
@@ -200,18 +217,25 @@ def _decode_chunks(
     while pending:
       chunk = pending.popleft().result()
       for first in itertools.islice(starts, 1):
-        pending.append(pool.submit(_decode_range, source, preprocess, first, min(first + _CHUNK, n)))
+        pending.append(
+          pool.submit(_decode_range, source, preprocess, first, min(first + _CHUNK, n))
+        )
       bar.update(len(chunk[1]))
       yield chunk
 
 
-def _decode_range(source: Any, preprocess: Preprocess, first: int, stop: int) -> tuple[int, np.ndarray, list[Skipped]]:
+def _decode_range(
+  source: Any, preprocess: Preprocess, first: int, stop: int
+) -> tuple[int, np.ndarray, list[Skipped]]:
   images = np.zeros((stop - first,) + preprocess.output_shape, np.uint8)
   failures = []
   for i in range(first, stop):
     try:
       images[i - first] = preprocess(source[i])
-    except (ImageReadError, ValueError) as error:  # unreadable file, or unusable size: skip it, say why
+    except (
+      ImageReadError,
+      ValueError,
+    ) as error:  # unreadable file, or unusable size: skip it, say why
       failures.append(Skipped(i, source.describe(i), getattr(error, "reason", None) or str(error)))
   return first, images, failures
 

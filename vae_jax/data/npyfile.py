@@ -12,8 +12,8 @@ can read one file at the same time.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -32,21 +32,29 @@ class NpyRows:
     with open(self.path, "rb") as f:
       version = np.lib.format.read_magic(f)
       if version not in ((1, 0), (2, 0)):
-        raise ValueError(f"{path} is a version {version} .npy file; save it with numpy's default format")
-      read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        raise ValueError(
+          f"{path} is a version {version} .npy file; save it with numpy's default format"
+        )
+      read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+      )
       shape, fortran_order, dtype = read_header(f)
       self.offset = f.tell()
     if fortran_order or dtype.hasobject or not shape:
       raise ValueError(
-          f"{self.path} holds a {'Fortran-ordered ' if fortran_order else ''}array of shape {shape} dtype {dtype}; "
-          "row access needs a C-ordered numeric array with at least one axis (re-save it with np.save(np.ascontiguousarray(x)))."
+        f"{self.path} holds a {'Fortran-ordered ' if fortran_order else ''}array of shape {shape} dtype {dtype}; "
+        "row access needs a C-ordered numeric array with at least one axis (re-save it with np.save(np.ascontiguousarray(x)))."
       )
     self.shape: tuple[int, ...] = tuple(shape)
     self.dtype = dtype
     self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     expected = self.offset + self.shape[0] * self.row_bytes
     if self.path.stat().st_size < expected:
-      raise ValueError(f"{self.path} is truncated: {self.path.stat().st_size} bytes, its header needs {expected}.")
+      raise ValueError(
+        f"{self.path} is truncated: {self.path.stat().st_size} bytes, its header needs {expected}."
+      )
     self._fd: int | None = None
 
   def __len__(self) -> int:
@@ -68,7 +76,9 @@ class NpyRows:
     for row, index in enumerate(indices):
       done = os.preadv(fd, [flat[row]], self.offset + int(index) * self.row_bytes)
       if done != self.row_bytes:
-        raise OSError(f"short read of row {index} from {self.path} ({done} of {self.row_bytes} bytes)")
+        raise OSError(
+          f"short read of row {index} from {self.path} ({done} of {self.row_bytes} bytes)"
+        )
     return out
 
   def chunks(self, rows: int) -> Iterator[np.ndarray]:
@@ -96,7 +106,9 @@ def create_npy(path: str | Path, shape: tuple[int, ...], dtype: np.dtype) -> int
   cache can be filled in any order without holding it in memory.
   """
   dtype = np.dtype(dtype)
-  header = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
+  header = repr(
+    {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+  )
   prefix = np.lib.format.magic(1, 0)
   room = _HEADER_BYTES - len(prefix) - 2  # 2 bytes hold the header length
   if len(header) + 1 > room:

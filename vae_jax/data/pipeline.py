@@ -24,8 +24,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import grain
 import ml_collections
@@ -93,24 +94,24 @@ def source_from_config(data_cfg: ml_collections.ConfigDict, source: str | None =
   """The raw source named by ``source`` (default: ``data_cfg.source``)."""
   synthetic = data_cfg.synthetic
   return make_source(
-      source or data_cfg.source,
-      num_images=synthetic.num_images,
-      image_size=synthetic.image_size,
-      seed=synthetic.seed,
-      tfds_data_dir=data_cfg.get("tfds_data_dir") or None,
-      tfds_split=data_cfg.get("tfds_split", "train"),
-      tfds_image_key=data_cfg.get("tfds_image_key", "image"),
-      max_image_pixels=data_cfg.get("max_image_pixels", 0) or DEFAULT_MAX_PIXELS,
+    source or data_cfg.source,
+    num_images=synthetic.num_images,
+    image_size=synthetic.image_size,
+    seed=synthetic.seed,
+    tfds_data_dir=data_cfg.get("tfds_data_dir") or None,
+    tfds_split=data_cfg.get("tfds_split", "train"),
+    tfds_image_key=data_cfg.get("tfds_image_key", "image"),
+    max_image_pixels=data_cfg.get("max_image_pixels", 0) or DEFAULT_MAX_PIXELS,
   )
 
 
 def preprocess_from_config(data_cfg: ml_collections.ConfigDict) -> Preprocess:
   return Preprocess(
-      image_size=data_cfg.image_size,
-      channels=data_cfg.channels,
-      crop=data_cfg.crop,
-      crop_size=data_cfg.crop_size,
-      max_upscale=data_cfg.get("max_upscale", 0.0),
+    image_size=data_cfg.image_size,
+    channels=data_cfg.channels,
+    crop=data_cfg.crop,
+    crop_size=data_cfg.crop_size,
+    max_upscale=data_cfg.get("max_upscale", 0.0),
   )
 
 
@@ -123,11 +124,15 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
   if val_fraction > 0:
     n_val = max(n_val, 1)
   if n - n_val < 1:
-    raise ValueError(f"Only {n} images: nothing left to train on after holding out {n_val} for validation.")
+    raise ValueError(
+      f"Only {n} images: nothing left to train on after holding out {n_val} for validation."
+    )
   return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def usable_images(source: Any, preprocess: Preprocess, data_cfg: ml_collections.ConfigDict) -> tuple[Any, DataReport]:
+def usable_images(
+  source: Any, preprocess: Preprocess, data_cfg: ml_collections.ConfigDict
+) -> tuple[Any, DataReport]:
   """The items of ``source`` that survive decoding and ``preprocess``, and the report of what did not.
 
   Decoded sources go through the cache (``config.data.cache``), or are
@@ -138,20 +143,24 @@ def usable_images(source: Any, preprocess: Preprocess, data_cfg: ml_collections.
   spec = data_cfg.source
   discovery = list(getattr(source, "skipped", []))
   needs_decoding = hasattr(source, "fingerprint") and not (
-      isinstance(source, ArraySource) and preprocess.is_identity_for(source.shape[1:])
+    isinstance(source, ArraySource) and preprocess.is_identity_for(source.shape[1:])
   )
   if not needs_decoding:
     try:
       preprocess(source[0])
     except ValueError as error:
-      raise ValueError(f"the images of {spec} cannot be used with this config.data: {error}") from None
+      raise ValueError(
+        f"the images of {spec} cannot be used with this config.data: {error}"
+      ) from None
     return source, DataReport(spec, len(source), len(source), discovery)
   workers = data_cfg.get("decode_workers", 0)
   if data_cfg.get("cache", True):
     cache_dir = data_cfg.get("cache_dir") or cache.default_cache_dir()
     images = cache.cached_images(source, preprocess, cache_dir, workers)
     skipped = discovery + [(s.item, s.reason) for s in images.skipped]
-    return images, DataReport(spec, len(source) + len(discovery), len(images), skipped, str(images.directory))
+    return images, DataReport(
+      spec, len(source) + len(discovery), len(images), skipped, str(images.directory)
+    )
   failed = cache.check_all(source, preprocess, workers)
   kept = np.setdiff1d(np.arange(len(source)), [s.index for s in failed])
   skipped = discovery + [(s.item, s.reason) for s in failed]
@@ -159,7 +168,7 @@ def usable_images(source: Any, preprocess: Preprocess, data_cfg: ml_collections.
 
 
 def load_source(
-    data_cfg: ml_collections.ConfigDict, workdir: str | Path | None = None
+  data_cfg: ml_collections.ConfigDict, workdir: str | Path | None = None
 ) -> tuple[Any, Preprocess, DataReport]:
   """The usable images of ``data_cfg.source`` (through the decode cache), their preprocessing and the report.
 
@@ -199,7 +208,9 @@ def _transform(source: Any, preprocess: Preprocess | None) -> Preprocess | None:
   if done is None:
     return preprocess
   if preprocess is not None and done != preprocess:
-    raise ValueError(f"these images were preprocessed with {done}; cannot also apply {preprocess} to them")
+    raise ValueError(
+      f"these images were preprocessed with {done}; cannot also apply {preprocess} to them"
+    )
   return None
 
 
@@ -258,14 +269,14 @@ class _Preprocess:
 
 
 def train_iterator(
-    dataset: Dataset,
-    batch_size: int,
-    seed: int,
-    worker_count: int = 0,
-    *,
-    shard: tuple[int, int] | None = None,
-    read_threads: int = 2,
-    prefetch: int = 4,
+  dataset: Dataset,
+  batch_size: int,
+  seed: int,
+  worker_count: int = 0,
+  *,
+  shard: tuple[int, int] | None = None,
+  read_threads: int = 2,
+  prefetch: int = 4,
 ) -> BatchStream:
   """Endless iterator of uint8 B×H×W×C training batches, reshuffled every epoch.
 
@@ -292,19 +303,27 @@ def train_iterator(
     shard = (jax.process_index(), jax.process_count())
   index, count = shard
   if batch_size % count:
-    raise ValueError(f"config.train.batch_size={batch_size} must be divisible by the {count} processes.")
+    raise ValueError(
+      f"config.train.batch_size={batch_size} must be divisible by the {count} processes."
+    )
   local = dataset.train_indices[index::count][: len(dataset.train_indices) // count]
   local_batch = batch_size // count
   if local_batch > len(local):
     raise ValueError(
-        f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} training images; "
-        f"pass a smaller one, e.g. --config.train.batch_size={max(count, len(local) // 2 * count)}."
+      f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} training images; "
+      f"pass a smaller one, e.g. --config.train.batch_size={max(count, len(local) // 2 * count)}."
     )
-  batches = grain.MapDataset.source(ShuffledBatches(local, local_batch, seed)).map(_Read(dataset.source))
+  batches = grain.MapDataset.source(ShuffledBatches(local, local_batch, seed)).map(
+    _Read(dataset.source)
+  )
   transform = _transform(dataset.source, dataset.preprocess)
   if transform is not None:
     batches = batches.map(_Preprocess(transform))
-  return BatchStream(batches, grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch), worker_count)
+  return BatchStream(
+    batches,
+    grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch),
+    worker_count,
+  )
 
 
 class BatchStream(grain.DatasetIterator):
@@ -316,7 +335,9 @@ class BatchStream(grain.DatasetIterator):
   worker count, rather than the internals of one worker layout.
   """
 
-  def __init__(self, batches: grain.MapDataset, read_options: grain.ReadOptions, worker_count: int = 0):
+  def __init__(
+    self, batches: grain.MapDataset, read_options: grain.ReadOptions, worker_count: int = 0
+  ):
     super().__init__()
     self._batches, self._read_options, self._worker_count = batches, read_options, worker_count
     self._next = 0
@@ -327,11 +348,13 @@ class BatchStream(grain.DatasetIterator):
     if self._worker_count > 0:
       from absl import flags
 
-      if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app, use their defaults
+      if (
+        not flags.FLAGS.is_parsed()
+      ):  # grain's workers read absl flags; outside an absl app, use their defaults
         flags.FLAGS.mark_as_parsed()
       ds = ds.mp_prefetch(
-          grain.MultiprocessingOptions(num_workers=self._worker_count, per_worker_buffer_size=2),
-          worker_init_fn=_init_worker,
+        grain.MultiprocessingOptions(num_workers=self._worker_count, per_worker_buffer_size=2),
+        worker_init_fn=_init_worker,
       )
     return iter(ds)
 
@@ -441,7 +464,7 @@ class DevicePrefetch(grain.DatasetIterator):
 
 
 def load_images(
-    subset: Subset, preprocess: Preprocess | None, limit: int | None = None, desc: str | None = None
+  subset: Subset, preprocess: Preprocess | None, limit: int | None = None, desc: str | None = None
 ) -> np.ndarray:
   """Preprocess the first ``limit`` images of ``subset`` into one uint8 N×H×W×C array.
 
@@ -450,12 +473,16 @@ def load_images(
   """
   n = len(subset) if limit is None else min(limit, len(subset))
   transform = _transform(subset, preprocess)
-  shape = preprocess.output_shape if preprocess is not None else subset.preprocessed_with.output_shape
+  shape = (
+    preprocess.output_shape if preprocess is not None else subset.preprocessed_with.output_shape
+  )
   out = np.empty((n,) + shape, np.uint8)
   step = 256
   with tqdm.tqdm(total=n, desc=desc, disable=desc is None or n < 500, leave=False) as bar:
     for start in range(0, n, step):
       images = read_items(subset, np.arange(start, min(start + step, n)))
-      out[start : start + len(images)] = images if transform is None else [transform(x) for x in images]
+      out[start : start + len(images)] = (
+        images if transform is None else [transform(x) for x in images]
+      )
       bar.update(len(images))
   return out

@@ -20,132 +20,138 @@ _CROP_MODES = ("center", "none")
 
 
 def pil_to_array(img: Image.Image) -> np.ndarray:
-    """Decode a PIL image to a uint8 array of shape H×W×1 (grey) or H×W×3.
+  """Decode a PIL image to a uint8 array of shape H×W×1 (grey) or H×W×3.
 
-    Grey stays grey (one channel) so that the `channels` setting, not the
-    file format, decides what the model sees.
+  Grey stays grey (one channel) so that the `channels` setting, not the
+  file format, decides what the model sees.
 
-    - EXIF orientation is applied, so photos look as they would in a viewer.
-    - Animated images (GIF, WebP, ...) contribute their first frame.
-    - Alpha (RGBA, LA, palette with transparency) is composited onto black:
-      for faces and galaxies the subject sits on a dark/empty background, and
-      the model has no alpha channel, so transparent pixels must become
-      background instead of whatever colour happens to be stored under them.
-    - 16-bit grey is scaled with x/257 (65535 → 255), not clipped: clipping
-      would turn almost every pixel white.
-    - Palette, CMYK, YCbCr and other colour modes become RGB.
-    """
-    if getattr(img, "is_animated", False):
-        img.seek(0)
-    img = ImageOps.exif_transpose(img)
-    if img.mode in _WIDE_GREY_MODES:
-        wide = np.asarray(img).astype(np.float32)
-        return np.round(np.clip(wide, 0, 65535) / 257).astype(np.uint8)[..., None]
-    if img.mode == "F":
-        raise ValueError("32-bit float images have no defined value range; convert them to 8 or 16 bit first")
-    if img.mode in ("P", "PA"):
-        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
-    if "A" in img.getbands():
-        base = "L" if img.mode == "LA" else "RGB"
-        background = Image.new(base, img.size, 0)
-        background.paste(img.convert(base), mask=img.getchannel("A"))
-        img = background
-    if img.mode in ("1", "L"):
-        return np.asarray(img.convert("L"), dtype=np.uint8)[..., None]
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+  - EXIF orientation is applied, so photos look as they would in a viewer.
+  - Animated images (GIF, WebP, ...) contribute their first frame.
+  - Alpha (RGBA, LA, palette with transparency) is composited onto black:
+    for faces and galaxies the subject sits on a dark/empty background, and
+    the model has no alpha channel, so transparent pixels must become
+    background instead of whatever colour happens to be stored under them.
+  - 16-bit grey is scaled with x/257 (65535 → 255), not clipped: clipping
+    would turn almost every pixel white.
+  - Palette, CMYK, YCbCr and other colour modes become RGB.
+  """
+  if getattr(img, "is_animated", False):
+    img.seek(0)
+  img = ImageOps.exif_transpose(img)
+  if img.mode in _WIDE_GREY_MODES:
+    wide = np.asarray(img).astype(np.float32)
+    return np.round(np.clip(wide, 0, 65535) / 257).astype(np.uint8)[..., None]
+  if img.mode == "F":
+    raise ValueError(
+      "32-bit float images have no defined value range; convert them to 8 or 16 bit first"
+    )
+  if img.mode in ("P", "PA"):
+    img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+  if "A" in img.getbands():
+    base = "L" if img.mode == "LA" else "RGB"
+    background = Image.new(base, img.size, 0)
+    background.paste(img.convert(base), mask=img.getchannel("A"))
+    img = background
+  if img.mode in ("1", "L"):
+    return np.asarray(img.convert("L"), dtype=np.uint8)[..., None]
+  return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def _center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Centred window of the given size (odd margins: one more pixel below/right)."""
-    top = (image.shape[0] - height) // 2
-    left = (image.shape[1] - width) // 2
-    return image[top : top + height, left : left + width]
+  """Centred window of the given size (odd margins: one more pixel below/right)."""
+  top = (image.shape[0] - height) // 2
+  left = (image.shape[1] - width) // 2
+  return image[top : top + height, left : left + width]
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Crop, resize and set the channel count of one uint8 H×W×C image.
+  """Crop, resize and set the channel count of one uint8 H×W×C image.
 
-    Frozen (hashable, picklable) so it can be handed to data-loader workers.
+  Frozen (hashable, picklable) so it can be handed to data-loader workers.
 
-    Steps, in order:
-    1. ``crop_size > 0``: take the centred ``crop_size``×``crop_size`` window
-       at native resolution first. Galaxy Zoo images are 424×424 with the
-       galaxy in the middle; cropping the central 256 before resizing keeps
-       resolution on the object instead of on empty sky.
-    2. ``crop="center"``: take the largest centred square, so resizing keeps
-       the aspect ratio; ``crop="none"``: keep the whole image and squash it
-       to a square.
-    3. Resize to ``image_size`` with PIL (LANCZOS when shrinking, BICUBIC when
-       enlarging); skipped when the size already matches.
-    4. Channels: 3→1 with PIL ``convert("L")`` (ITU-R 601 luma,
-       0.299R + 0.587G + 0.114B, as the reference grey faces were made);
-       1→3 by repeating the grey channel.
+  Steps, in order:
+  1. ``crop_size > 0``: take the centred ``crop_size``×``crop_size`` window
+     at native resolution first. Galaxy Zoo images are 424×424 with the
+     galaxy in the middle; cropping the central 256 before resizing keeps
+     resolution on the object instead of on empty sky.
+  2. ``crop="center"``: take the largest centred square, so resizing keeps
+     the aspect ratio; ``crop="none"``: keep the whole image and squash it
+     to a square.
+  3. Resize to ``image_size`` with PIL (LANCZOS when shrinking, BICUBIC when
+     enlarging); skipped when the size already matches.
+  4. Channels: 3→1 with PIL ``convert("L")`` (ITU-R 601 luma,
+     0.299R + 0.587G + 0.114B, as the reference grey faces were made);
+     1→3 by repeating the grey channel.
 
-    ``max_upscale > 0`` refuses images whose shorter side (after step 1)
-    would have to grow by more than that factor: a 30×30 thumbnail blown up
-    to 256×256 is a smear the model would learn to reproduce.
-    """
+  ``max_upscale > 0`` refuses images whose shorter side (after step 1)
+  would have to grow by more than that factor: a 30×30 thumbnail blown up
+  to 256×256 is a smear the model would learn to reproduce.
+  """
 
-    image_size: int
-    channels: int
-    crop: str = "center"
-    crop_size: int = 0
-    max_upscale: float = 0.0
+  image_size: int
+  channels: int
+  crop: str = "center"
+  crop_size: int = 0
+  max_upscale: float = 0.0
 
-    def __post_init__(self) -> None:
-        if self.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
-        if self.crop not in _CROP_MODES:
-            raise ValueError(f"crop must be one of {_CROP_MODES}, got {self.crop!r}")
-        if self.crop_size < 0:
-            raise ValueError(f"crop_size must be >= 0 (0 = no fixed crop), got {self.crop_size}")
-        if self.max_upscale < 0:
-            raise ValueError(f"max_upscale must be >= 0 (0 = no limit), got {self.max_upscale}")
+  def __post_init__(self) -> None:
+    if self.image_size <= 0:
+      raise ValueError(f"image_size must be positive, got {self.image_size}")
+    if self.channels not in (1, 3):
+      raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+    if self.crop not in _CROP_MODES:
+      raise ValueError(f"crop must be one of {_CROP_MODES}, got {self.crop!r}")
+    if self.crop_size < 0:
+      raise ValueError(f"crop_size must be >= 0 (0 = no fixed crop), got {self.crop_size}")
+    if self.max_upscale < 0:
+      raise ValueError(f"max_upscale must be >= 0 (0 = no limit), got {self.max_upscale}")
 
-    @property
-    def output_shape(self) -> tuple[int, int, int]:
-        return (self.image_size, self.image_size, self.channels)
+  @property
+  def output_shape(self) -> tuple[int, int, int]:
+    return (self.image_size, self.image_size, self.channels)
 
-    def is_identity_for(self, shape: tuple[int, ...]) -> bool:
-        """Whether every image of ``shape`` (H, W, C) comes out unchanged."""
-        return tuple(shape) == self.output_shape and self.crop_size in (0, self.image_size)
+  def is_identity_for(self, shape: tuple[int, ...]) -> bool:
+    """Whether every image of ``shape`` (H, W, C) comes out unchanged."""
+    return tuple(shape) == self.output_shape and self.crop_size in (0, self.image_size)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Return a C-contiguous uint8 array of shape (image_size, image_size, channels)."""
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-            raise ValueError(
-                f"expected a uint8 H×W×C image with C in (1, 3), got shape {image.shape} dtype {image.dtype}"
-            )
-        height, width = image.shape[:2]
-        if self.crop_size:
-            if min(height, width) < self.crop_size:
-                raise ValueError(f"image of {height}×{width} pixels is smaller than crop_size={self.crop_size}")
-            image = _center_crop(image, self.crop_size, self.crop_size)
-        side = min(image.shape[:2])
-        if self.max_upscale and side * self.max_upscale < self.image_size:
-            raise ValueError(
-                f"image of {height}×{width} pixels is too small for image_size={self.image_size}: it would be "
-                f"enlarged {self.image_size / side:.1f}× (max_upscale={self.max_upscale:g})"
-            )
-        if self.crop == "center":
-            side = min(image.shape[:2])
-            image = _center_crop(image, side, side)
-        image = self._resize(image)
-        if image.shape[2] == 3 and self.channels == 1:
-            image = np.asarray(Image.fromarray(image).convert("L"))[..., None]
-        elif image.shape[2] == 1 and self.channels == 3:
-            image = np.repeat(image, 3, axis=2)
-        return np.ascontiguousarray(image, dtype=np.uint8)
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    """Return a C-contiguous uint8 array of shape (image_size, image_size, channels)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+      raise ValueError(
+        f"expected a uint8 H×W×C image with C in (1, 3), got shape {image.shape} dtype {image.dtype}"
+      )
+    height, width = image.shape[:2]
+    if self.crop_size:
+      if min(height, width) < self.crop_size:
+        raise ValueError(
+          f"image of {height}×{width} pixels is smaller than crop_size={self.crop_size}"
+        )
+      image = _center_crop(image, self.crop_size, self.crop_size)
+    side = min(image.shape[:2])
+    if self.max_upscale and side * self.max_upscale < self.image_size:
+      raise ValueError(
+        f"image of {height}×{width} pixels is too small for image_size={self.image_size}: it would be "
+        f"enlarged {self.image_size / side:.1f}× (max_upscale={self.max_upscale:g})"
+      )
+    if self.crop == "center":
+      side = min(image.shape[:2])
+      image = _center_crop(image, side, side)
+    image = self._resize(image)
+    if image.shape[2] == 3 and self.channels == 1:
+      image = np.asarray(Image.fromarray(image).convert("L"))[..., None]
+    elif image.shape[2] == 1 and self.channels == 3:
+      image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image, dtype=np.uint8)
 
-    def _resize(self, image: np.ndarray) -> np.ndarray:
-        height, width, channels = image.shape
-        size = self.image_size
-        if height == size and width == size:
-            return image
-        resample = Image.Resampling.LANCZOS if height * width > size * size else Image.Resampling.BICUBIC
-        pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-        resized = np.asarray(pil.resize((size, size), resample=resample))
-        return resized[..., None] if channels == 1 else resized
+  def _resize(self, image: np.ndarray) -> np.ndarray:
+    height, width, channels = image.shape
+    size = self.image_size
+    if height == size and width == size:
+      return image
+    resample = (
+      Image.Resampling.LANCZOS if height * width > size * size else Image.Resampling.BICUBIC
+    )
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+    resized = np.asarray(pil.resize((size, size), resample=resample))
+    return resized[..., None] if channels == 1 else resized

@@ -42,7 +42,9 @@ class DataReport:
     line = f"data: {self.used} of {self.items} images usable from {self.source}"
     if self.skipped:
       where = f" (listed in {report_path})" if report_path else ""
-      line += f"; {len(self.skipped)} skipped{where}, e.g. {self.skipped[0][0]}: {self.skipped[0][1]}"
+      line += (
+        f"; {len(self.skipped)} skipped{where}, e.g. {self.skipped[0][0]}: {self.skipped[0][1]}"
+      )
     if self.cache:
       line += f"; decoded images cached in {self.cache}"
     return line
@@ -61,7 +63,7 @@ class DataReport:
     examples = "; ".join(f"{item}: {reason}" for item, reason in self.skipped[:3])
     where = f" Every skipped item is listed in {report_path}." if report_path else ""
     raise NoUsableImagesError(
-        f"No usable images in {self.source}: all {self.items} were skipped ({examples}).{where} "
-        f"Fix or replace the files, or adjust the preprocessing (config.data.image_size={image_size}, "
-        "crop_size, max_upscale, max_image_pixels)."
+      f"No usable images in {self.source}: all {self.items} were skipped ({examples}).{where} "
+      f"Fix or replace the files, or adjust the preprocessing (config.data.image_size={image_size}, "
+      "crop_size, max_upscale, max_image_pixels)."
     )

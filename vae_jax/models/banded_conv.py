@@ -26,14 +26,16 @@ takes its signature so that it can be passed as
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-_NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
+_NHWC_HWIO = lax.ConvDimensionNumbers(
+  lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2)
+)
 
 
 def _output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int) -> int:
@@ -55,10 +57,10 @@ def _row_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dilatio
   step = stride * phases // dilation
   rows_out = _output_size(size, kernel, stride, pad, dilation)
   pairs = [
-      (r, i, (stride * r + i - pad[0]) // dilation)
-      for r in range(phases)
-      for i in range(kernel)
-      if (stride * r + i - pad[0]) % dilation == 0
+    (r, i, (stride * r + i - pad[0]) // dilation)
+    for r in range(phases)
+    for i in range(kernel)
+    if (stride * r + i - pad[0]) % dilation == 0
   ]
   offsets = sorted({c for _, _, c in pairs}) or [0]  # [0] with no taps: an all-zero output
   taps = np.zeros((len(offsets), phases, kernel), np.float32)
@@ -67,7 +69,9 @@ def _row_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dilatio
   return phases, step, offsets, taps, rows_out
 
 
-def _column_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int, pool: int, block: int):
+def _column_taps(
+  size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int, pool: int, block: int
+):
   """Geometry along the width, for output columns in blocks of ``block`` pooling windows.
 
   Every block has the same taps, shifted by ``shift`` input columns: block
@@ -86,11 +90,11 @@ def _column_taps(size: int, kernel: int, stride: int, pad: tuple[int, int], dila
   blocks = -(-units // block)
   shift = stride * pool * block // dilation
   entries = [
-      (j, (stride * (pool * p + rx) + j - pad[0]) // dilation, rx, p)
-      for j in range(kernel)
-      for rx in range(pool)
-      for p in range(block)
-      if (stride * (pool * p + rx) + j - pad[0]) % dilation == 0
+    (j, (stride * (pool * p + rx) + j - pad[0]) // dilation, rx, p)
+    for j in range(kernel)
+    for rx in range(pool)
+    for p in range(block)
+    if (stride * (pool * p + rx) + j - pad[0]) % dilation == 0
   ]
   if blocks == 1:
     entries = [e for e in entries if 0 <= e[1] < size]
@@ -114,7 +118,9 @@ def _block_size(phases: int, pool: int, c_out: int) -> int:
   return max(1, -(-_MIN_MATMUL_COLUMNS // (phases * pool * c_out)))
 
 
-def _banded_matmul(lhs, rhs, strides, padding, dilation, pool: int, precision=None, preferred_element_type=None):
+def _banded_matmul(
+  lhs, rhs, strides, padding, dilation, pool: int, precision=None, preferred_element_type=None
+):
   """The convolution's output as B × groups × blocks × phases × pool × block × C_out, with its rows and columns.
 
   Output row ``phases·q + r`` and column ``pool·(block·β + p) + rx`` land at
@@ -128,7 +134,9 @@ def _banded_matmul(lhs, rhs, strides, padding, dilation, pool: int, precision=No
   (sh, sw), (dh, dw) = tuple(strides), tuple(dilation)
   pad_h, pad_w = (tuple(p) for p in padding)
   phases, step, offsets, row_taps, rows_out = _row_taps(h, kh, sh, pad_h, dh, pool)
-  blocks, shift, first, col_taps, cols_out = _column_taps(w, kw, sw, pad_w, dw, pool, _block_size(phases, pool, c_out))
+  blocks, shift, first, col_taps, cols_out = _column_taps(
+    w, kw, sw, pad_w, dw, pool, _block_size(phases, pool, c_out)
+  )
   groups = -(-rows_out // phases)
   span = col_taps.shape[1]
 
@@ -139,8 +147,11 @@ def _banded_matmul(lhs, rhs, strides, padding, dilation, pool: int, precision=No
   right = max(0, first + shift * (blocks - 1) + span - w)
   padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
   rows = jnp.stack(
-      [lax.slice_in_dim(padded, top + c, top + c + step * (groups - 1) + 1, stride=step, axis=1) for c in offsets],
-      axis=2,
+    [
+      lax.slice_in_dim(padded, top + c, top + c + step * (groups - 1) + 1, stride=step, axis=1)
+      for c in offsets
+    ],
+    axis=2,
   )
   starts = [left + first + shift * beta for beta in range(blocks)]
   x = jnp.stack([rows[:, :, :, s : s + span] for s in starts], axis=2)
@@ -148,24 +159,27 @@ def _banded_matmul(lhs, rhs, strides, padding, dilation, pool: int, precision=No
 
   # Kernel weights placed by the geometry: (offsets·span·C_in) × (phases·pool·block·C_out).
   band = jnp.einsum(
-      "ijcd,ari,jxsp->axcrspd", rhs, jnp.asarray(row_taps, rhs.dtype), jnp.asarray(col_taps, rhs.dtype)
+    "ijcd,ari,jxsp->axcrspd",
+    rhs,
+    jnp.asarray(row_taps, rhs.dtype),
+    jnp.asarray(col_taps, rhs.dtype),
   ).reshape(len(offsets) * span * c_in, -1)
   y = jnp.dot(x, band, precision=precision, preferred_element_type=preferred_element_type)
   return y.reshape(b, groups, blocks, phases, pool, col_taps.shape[3], c_out), rows_out, cols_out
 
 
 def banded_conv(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision=None,
-    preferred_element_type=None,
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: Sequence[tuple[int, int]],
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision=None,
+  preferred_element_type=None,
 ) -> jax.Array:
   """``lax.conv_general_dilated`` for NHWC inputs and HWIO kernels, computed as a banded matmul.
 
@@ -175,12 +189,16 @@ def banded_conv(
   layout = dimension_numbers and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
   if layout not in (None, _NHWC_HWIO):
     raise ValueError("banded_conv supports NHWC inputs with HWIO kernels only.")
-  if any(d != 1 for d in (rhs_dilation or (1, 1))) or feature_group_count != 1 or batch_group_count != 1:
+  if (
+    any(d != 1 for d in (rhs_dilation or (1, 1)))
+    or feature_group_count != 1
+    or batch_group_count != 1
+  ):
     raise ValueError("banded_conv supports neither kernel dilation nor grouped convolutions.")
   if isinstance(padding, str) or any(p < 0 for pair in padding for p in pair):
     raise ValueError(f"banded_conv needs explicit non-negative padding, got {padding!r}.")
   y, rows_out, cols_out = _banded_matmul(
-      lhs, rhs, window_strides, padding, lhs_dilation or (1, 1), 1, precision, preferred_element_type
+    lhs, rhs, window_strides, padding, lhs_dilation or (1, 1), 1, precision, preferred_element_type
   )
   b, groups, blocks, phases, _, block, c_out = y.shape
   y = y.reshape(b, groups, blocks, phases, block, c_out).transpose(0, 1, 3, 2, 4, 5)
@@ -206,7 +224,9 @@ def _window_max_bwd(winner, g):
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
-def banded_conv_max_pool_2x2(lhs: jax.Array, rhs: jax.Array, strides: Sequence[int], padding) -> jax.Array:
+def banded_conv_max_pool_2x2(
+  lhs: jax.Array, rhs: jax.Array, strides: Sequence[int], padding
+) -> jax.Array:
   """2×2 max-pooling (stride 2, odd last row/column dropped) of ``banded_conv(lhs, rhs, strides, padding)``.
 
   The matmul lays each window's four values out in four contiguous blocks,
@@ -217,4 +237,6 @@ def banded_conv_max_pool_2x2(lhs: jax.Array, rhs: jax.Array, strides: Sequence[i
   b, groups, blocks, phases, _, block, c_out = y.shape
   y = y.reshape(b, groups, blocks, phases // 2, 4, block, c_out).transpose(0, 1, 3, 2, 4, 5, 6)
   pooled = _window_max(y.reshape(b, groups * phases // 2, blocks, 4, block, c_out))
-  return pooled.reshape(b, groups * phases // 2, blocks * block, c_out)[:, : rows_out // 2, :cols_out]
+  return pooled.reshape(b, groups * phases // 2, blocks * block, c_out)[
+    :, : rows_out // 2, :cols_out
+  ]

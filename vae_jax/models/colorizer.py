@@ -21,7 +21,7 @@ colouriser is not a VAE and has no encoder, latent or likelihood):
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -69,7 +69,11 @@ class StackNN(nn.Module):
   def __call__(self, grey_BHW1: jax.Array) -> jax.Array:
     h, w, c = self.image_shape
     k = (self.kernel, self.kernel)
-    x = nn.relu(nn.ConvTranspose(self.remap_channels[0], k, strides=(2, 2), padding="VALID", name="remap_0")(grey_BHW1))
+    x = nn.relu(
+      nn.ConvTranspose(self.remap_channels[0], k, strides=(2, 2), padding="VALID", name="remap_0")(
+        grey_BHW1
+      )
+    )
     x = nn.relu(nn.Conv(self.remap_channels[1], k, padding="VALID", name="remap_1")(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.hidden_per_pixel * h * w, name="fc_0")(x)
@@ -100,8 +104,14 @@ class ConvColorizer(nn.Module):
     for level in reversed(range(len(self.features) - 1)):
       skip = skips[level]
       h = jax.image.resize(h, skip.shape[:3] + h.shape[3:], "nearest")
-      h = nn.relu(nn.Conv(self.features[level], (3, 3), name=f"up_{level}")(jnp.concatenate([skip, h], axis=-1)))
-    dy, u, v = jnp.split(nn.Conv(3, (1, 1), kernel_init=nn.initializers.zeros, name="out")(h), 3, axis=-1)
+      h = nn.relu(
+        nn.Conv(self.features[level], (3, 3), name=f"up_{level}")(
+          jnp.concatenate([skip, h], axis=-1)
+        )
+      )
+    dy, u, v = jnp.split(
+      nn.Conv(3, (1, 1), kernel_init=nn.initializers.zeros, name="out")(h), 3, axis=-1
+    )
     return rgb_from_luma_chroma(grey_BHW1 + dy, u, v)
 
 
@@ -116,15 +126,19 @@ def _conv(cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> nn.Module:
 
 
 COLORIZERS: dict[str, Callable[[ml_collections.ConfigDict, ImageShape], nn.Module]] = {
-    "conv": _conv,
-    "stacknn": _stacknn,
+  "conv": _conv,
+  "stacknn": _stacknn,
 }
 
 
 def build_colorizer(model_cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> nn.Module:
   """The colouriser named by ``model_cfg.name`` for colour images of ``image_shape`` (H, W, 3)."""
   if model_cfg.name not in COLORIZERS:
-    raise ValueError(f"Unknown colouriser config.model.name {model_cfg.name!r}; choose one of {sorted(COLORIZERS)}.")
+    raise ValueError(
+      f"Unknown colouriser config.model.name {model_cfg.name!r}; choose one of {sorted(COLORIZERS)}."
+    )
   if image_shape[-1] != 3:
-    raise ValueError(f"A colouriser outputs RGB: set config.data.channels=3 (got {image_shape[-1]}).")
+    raise ValueError(
+      f"A colouriser outputs RGB: set config.data.channels=3 (got {image_shape[-1]})."
+    )
   return COLORIZERS[model_cfg.name](model_cfg, tuple(image_shape))

@@ -14,7 +14,7 @@ with the parameters ``nn.Conv``/``nn.ConvTranspose`` would have.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -28,14 +28,16 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
 
 
 def conv_encoder_geometry(
-    image_size: int, kernels: Sequence[int], strides: Sequence[int], paddings: Sequence[int]
+  image_size: int, kernels: Sequence[int], strides: Sequence[int], paddings: Sequence[int]
 ) -> int:
   """Spatial size after each conv + 2×2 max-pool of the encoder."""
   size = image_size
   for k, s, p in zip(kernels, strides, paddings, strict=True):
     size = _conv_out(size, k, s, p) // 2
     if size < 1:
-      raise ValueError(f"The conv encoder plan shrinks a {image_size}px image to nothing; use fewer layers.")
+      raise ValueError(
+        f"The conv encoder plan shrinks a {image_size}px image to nothing; use fewer layers."
+      )
   return size
 
 
@@ -56,10 +58,14 @@ class ConvReluPool(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
     k, p = self.kernel_size, self.padding
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x_BHWC.shape[-1], self.features))
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (k, k, x_BHWC.shape[-1], self.features)
+    )
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     x, kernel, bias = promote_dtype(x_BHWC, kernel, bias, dtype=None)
-    return nn.relu(banded_conv_max_pool_2x2(x, kernel, (self.stride, self.stride), ((p, p), (p, p))) + bias)
+    return nn.relu(
+      banded_conv_max_pool_2x2(x, kernel, (self.stride, self.stride), ((p, p), (p, p))) + bias
+    )
 
 
 class ConvEncoder(nn.Module):
@@ -74,7 +80,9 @@ class ConvEncoder(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = x_BHWC
-    for i, (c, k, s, p) in enumerate(zip(self.channels, self.kernels, self.strides, self.paddings, strict=True)):
+    for i, (c, k, s, p) in enumerate(
+      zip(self.channels, self.kernels, self.strides, self.paddings, strict=True)
+    ):
       h = ConvReluPool(c, k, s, p, name=f"conv_{i}")(h)
     h = h.reshape(h.shape[0], -1)
     return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
@@ -107,18 +115,18 @@ class ConvDecoder(nn.Module):
     n = len(self.channels)
     for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides, strict=True)):
       h = nn.Conv(
-          c,
-          (k, k),
-          padding=((k - 1, k - 1), (k - 1, k - 1)),
-          input_dilation=(s, s),
-          conv_general_dilated=banded_conv,
-          name=f"deconv_{i}",
+        c,
+        (k, k),
+        padding=((k - 1, k - 1), (k - 1, k - 1)),
+        input_dilation=(s, s),
+        conv_general_dilated=banded_conv,
+        name=f"deconv_{i}",
       )(h)
       if i < n - 1:
         h = nn.relu(h)
     if h.shape[1:] != tuple(self.image_shape):
       raise ValueError(
-          f"The transposed-conv plan produces {h.shape[1:]} but the images are {tuple(self.image_shape)}; "
-          "adjust config.model.decoder_kernels/decoder_strides or config.data.image_size."
+        f"The transposed-conv plan produces {h.shape[1:]} but the images are {tuple(self.image_shape)}; "
+        "adjust config.model.decoder_kernels/decoder_strides or config.data.image_size."
       )
     return h

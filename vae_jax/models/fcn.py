@@ -30,7 +30,7 @@ resolution either would cost several times the step.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -94,7 +94,11 @@ class FCNDecoder(nn.Module):
     last = len(self.channels) - 1
     sizes = tuple(self.up_neighbourhoods) or (1,) * len(self.channels)
     for i, (c, size) in enumerate(zip(self.channels, sizes, strict=True)):
-      layer = nn.Dense(4 * c, name=f"up_{i}") if size == 1 else nn.Conv(4 * c, (size, size), name=f"up_{i}")
+      layer = (
+        nn.Dense(4 * c, name=f"up_{i}")
+        if size == 1
+        else nn.Conv(4 * c, (size, size), name=f"up_{i}")
+      )
       h = depth_to_space(layer(h))
       if i < last:
         h = nn.relu(h)

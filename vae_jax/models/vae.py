@@ -14,7 +14,10 @@ import jax
 import jax.numpy as jnp
 
 OUTPUT_ACTIVATIONS = ("none", "sigmoid", "tanh")
-PRIOR_PARAMS = ("prior_mean", "prior_log_std")  # the learned prior's parameters (top level of ``params``)
+PRIOR_PARAMS = (
+  "prior_mean",
+  "prior_log_std",
+)  # the learned prior's parameters (top level of ``params``)
 
 
 def _activate(raw: jax.Array, activation: str) -> jax.Array:
@@ -66,14 +69,17 @@ class VAE(nn.Module):
 
   def setup(self):
     if self.learn_scale:
-      self.log_scale = self.param("log_scale", lambda _: jnp.asarray(self.init_log_scale, jnp.float32))
+      self.log_scale = self.param(
+        "log_scale", lambda _: jnp.asarray(self.init_log_scale, jnp.float32)
+      )
     else:
       self.log_scale = jnp.asarray(self.init_log_scale, jnp.float32)
     if self.learned_prior:
       if self.latent_dim <= 0:
         raise ValueError("learned_prior needs latent_dim.")
       self.prior_mean, self.prior_log_std = (
-          self.param(name, nn.initializers.zeros, (self.latent_dim,), jnp.float32) for name in PRIOR_PARAMS
+        self.param(name, nn.initializers.zeros, (self.latent_dim,), jnp.float32)
+        for name in PRIOR_PARAMS
       )
 
   def encode(self, x_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -95,12 +101,14 @@ class VAE(nn.Module):
 
   def __call__(self, x_uint8: jax.Array, key: jax.Array) -> dict[str, Any]:
     mean, logvar = self.encode(x_uint8)
-    eps = jax.random.normal(key, mean.shape, jnp.float32)  # the same draws whatever the compute dtype
+    eps = jax.random.normal(
+      key, mean.shape, jnp.float32
+    )  # the same draws whatever the compute dtype
     z = mean + jnp.exp(0.5 * logvar) * eps
     return {
-        "decoded": self.decode(z.astype(self.compute_dtype)),
-        "mean": mean,
-        "logvar": logvar,
-        "z": z,
-        "log_scale": self.log_scale,
+      "decoded": self.decode(z.astype(self.compute_dtype)),
+      "mean": mean,
+      "logvar": logvar,
+      "z": z,
+      "log_scale": self.log_scale,
     }

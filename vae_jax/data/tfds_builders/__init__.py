@@ -19,19 +19,19 @@ log = logging.getLogger(__name__)
 
 # dataset name → module defining its builder (imported only when building).
 BUILDERS = {
-    "anime_faces": "vae_jax.data.tfds_builders.anime_faces",
-    "galaxy_zoo": "vae_jax.data.tfds_builders.galaxy_zoo",
-    "image_folder": "vae_jax.data.tfds_builders.image_folder",
+  "anime_faces": "vae_jax.data.tfds_builders.anime_faces",
+  "galaxy_zoo": "vae_jax.data.tfds_builders.galaxy_zoo",
+  "image_folder": "vae_jax.data.tfds_builders.image_folder",
 }
 BUILD_REPORT = "build_report.json"
 
 
 def build(
-    dataset: str,
-    manual_dir: str | Path,
-    data_dir: str | Path = "~/tensorflow_datasets",
-    name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+  dataset: str,
+  manual_dir: str | Path,
+  data_dir: str | Path = "~/tensorflow_datasets",
+  name: str | None = None,
+  max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Path:
   """Build ``dataset`` from the images in ``manual_dir`` into ``data_dir``; returns the dataset's folder.
 
@@ -57,18 +57,38 @@ def build(
   kwargs = {}
   if dataset == "image_folder":
     if not name:
-      raise ValueError("image_folder needs a name for the new dataset (--name=my_pictures); read it as tfds:image_folder/NAME.")
+      raise ValueError(
+        "image_folder needs a name for the new dataset (--name=my_pictures); read it as tfds:image_folder/NAME."
+      )
     kwargs["config"] = tfds.core.BuilderConfig(name=name, description=f"images of {manual_dir}")
   elif name:
     raise ValueError(f"{dataset} takes no name; it is read as tfds:{dataset}.")
-  if not any(manual_dir.iterdir()):  # TFDS's own check would stop with an AssertionError and a traceback
+  if not any(
+    manual_dir.iterdir()
+  ):  # TFDS's own check would stop with an AssertionError and a traceback
     raise ValueError(f"manual_dir {manual_dir} is empty; point it at the downloaded images.")
-  builder = module.Builder(data_dir=str(Path(data_dir).expanduser()), file_format="array_record", max_pixels=max_pixels, **kwargs)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  builder = module.Builder(
+    data_dir=str(Path(data_dir).expanduser()),
+    file_format="array_record",
+    max_pixels=max_pixels,
+    **kwargs,
+  )
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
+  )
   out = Path(builder.data_dir)
-  report = {"manual_dir": str(manual_dir), "stored": builder.info.splits["train"].num_examples,
-            "skipped": [{"item": item, "reason": reason} for item, reason in builder.skipped]}
+  report = {
+    "manual_dir": str(manual_dir),
+    "stored": builder.info.splits["train"].num_examples,
+    "skipped": [{"item": item, "reason": reason} for item, reason in builder.skipped],
+  }
   (out / BUILD_REPORT).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-  log.info("%s: %d images stored in %s; %d skipped (listed in %s).", builder.name, report["stored"], out,
-           len(builder.skipped), out / BUILD_REPORT)
+  log.info(
+    "%s: %d images stored in %s; %d skipped (listed in %s).",
+    builder.name,
+    report["stored"],
+    out,
+    len(builder.skipped),
+    out / BUILD_REPORT,
+  )
   return out

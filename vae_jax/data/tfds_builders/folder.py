@@ -12,15 +12,22 @@ without vae_jax.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from vae_jax.data.report import NoUsableImagesError
-from vae_jax.data.sources import DEFAULT_MAX_PIXELS, ImageReadError, display_path, find_images, load_image
+from vae_jax.data.sources import (
+  DEFAULT_MAX_PIXELS,
+  ImageReadError,
+  display_path,
+  find_images,
+  load_image,
+)
 
 _EXIF_ORIENTATION = 0x0112
 
@@ -36,8 +43,10 @@ def encoded_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     pixels = np.repeat(pixels, 3, axis=2)
   with Image.open(path) as img:
     as_is = (
-        img.format in ("JPEG", "PNG") and img.mode == "RGB" and not getattr(img, "is_animated", False)
-        and img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+      img.format in ("JPEG", "PNG")
+      and img.mode == "RGB"
+      and not getattr(img, "is_animated", False)
+      and img.getexif().get(_EXIF_ORIENTATION, 1) == 1
     )
   if as_is:
     return path.read_bytes()
@@ -66,12 +75,14 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3)),
-            "filename": tfds.features.Text(),
-            **self.extra_features(),
-        }),
-        supervised_keys=None,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(None, None, 3)),
+          "filename": tfds.features.Text(),
+          **self.extra_features(),
+        }
+      ),
+      supervised_keys=None,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -93,5 +104,10 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       stored += 1
       yield name, {"image": data, "filename": name, **self.extra_values(relative)}
     if not stored:  # TFDS itself would stop with "No examples were yielded" and a traceback
-      examples = "; ".join(f"{item}: {reason}" for item, reason in self.skipped[:3]) or "no image files found"
-      raise NoUsableImagesError(f"No usable images in {root} ({examples}); point manual_dir at a folder of images.")
+      examples = (
+        "; ".join(f"{item}: {reason}" for item, reason in self.skipped[:3])
+        or "no image files found"
+      )
+      raise NoUsableImagesError(
+        f"No usable images in {root} ({examples}); point manual_dir at a folder of images."
+      )

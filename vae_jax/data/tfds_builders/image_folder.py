@@ -19,7 +19,9 @@ class ImageFolder(FolderImages):
   """Every image of a folder; each build names its own config (``--name``)."""
 
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="default", description="images of manual_dir")]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass the folder of images as manual_dir; images are found in any subfolder."
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "Pass the folder of images as manual_dir; images are found in any subfolder."
+  )
 
   def extra_features(self) -> dict[str, Any]:
     return {"label": tfds.features.Text()}

@@ -16,12 +16,8 @@ machine, or compare the steps each model managed, not the absolute seconds.
 """
 
 import json
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax
 from absl import app, flags
@@ -30,9 +26,12 @@ from ml_collections import config_flags
 
 from vae_jax import images
 from vae_jax.cli import setup_logging
-from vae_jax.colorize import colorizer_task
-from vae_jax.data.pipeline import build_dataset, load_images, train_iterator
-from vae_jax.train import split_root_key
+from vae_jax.config import resolve
+from vae_jax.data.dataset import build_dataset, load_images
+from vae_jax.data.pipeline import train_iterator
+from vae_jax.rng import split_root_key
+from vae_jax.tasks import colorizer
+from vae_jax.trainer import create_train_state, make_optimizer, make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,20 +59,21 @@ _EVALS = 4  # held-out scores per run, evenly spaced in training time
 
 def train_for(config, seconds: float, out_dir: Path) -> dict:
   """Train ``config``'s colouriser for ``seconds`` of wall time; held-out scores along the way."""
+  config = resolve(config)
   dataset = build_dataset(config)
   keys = split_root_key(config.seed)
   val_images = load_images(dataset.val, dataset.preprocess)
-  task = colorizer_task(config, dataset, keys, val_images)
+  task = colorizer.build_task(config, dataset, keys, val_images)
   data_iter = train_iterator(
     dataset, config.train.batch_size, config.seed, config.data.worker_count
   )
-  state = task.state
+  tx = make_optimizer(config.opt, config.train.steps, task.param_groups)
+  state = create_train_state(task.init_params, tx, keys["init"], config.train.ema_decay > 0)
+  train_step = make_train_step(task.loss, config.train.ema_decay)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
 
   t0 = time.perf_counter()
-  state, metrics = task.train_step(
-    state, next(data_iter), keys["train"]
-  )  # compiles; its time is not counted
+  state, metrics = train_step(state, next(data_iter), keys["train"], task.constants)  # compiles
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
 
@@ -82,7 +82,7 @@ def train_for(config, seconds: float, out_dir: Path) -> dict:
     target = seconds * k / _EVALS
     start = time.perf_counter()
     while trained_s + (time.perf_counter() - start) < target:
-      state, metrics = task.train_step(state, next(data_iter), keys["train"])
+      state, metrics = train_step(state, next(data_iter), keys["train"], task.constants)
       jax.block_until_ready(metrics["loss"])
       steps += 1
     trained_s += time.perf_counter() - start
@@ -96,7 +96,7 @@ def train_for(config, seconds: float, out_dir: Path) -> dict:
       flush=True,
     )
 
-  grid = task.pictures(state.params)["colorize"]
+  grid = task.grids(state.params)["colorize"]
   picture = images.save_png(
     grid, out_dir / f"{config.model.name}_lr{config.opt.learning_rate:g}.png"
   )

@@ -24,7 +24,7 @@ Four pairs, each at its config's batch size and image shape:
 Both sides run a full training step: forward, Gaussian NLL (σ from the
 config) + analytic KL (the colouriser: its two MSEs), backward, global-norm
 clipping and Adam. vae_jax's is the library's own jitted, state-donating step
-(``vae_jax.train.make_train_step``, ``vae_jax.colorize.make_colorizer_step``),
+(``vae_jax.trainer.make_train_step`` with each task's loss),
 fed a batch already on the device; PyTorch gets a prepared float tensor. The
 seeds train without augmentation, so vae_jax's configs run here with theirs
 switched off (what it costs: ``step_variants.py --experiment=augment``).
@@ -66,14 +66,10 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU with PyTorch
 
 import jax
@@ -82,16 +78,9 @@ from absl import app, flags
 from common import NO_AUGMENTATION, load_config
 from flops import device_name, matmul_peak_gflops, step_flops
 
-from vae_jax.colorize import GreyInput, create_colorizer_state, make_colorizer_step
-from vae_jax.models import build_model
 from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer
-from vae_jax.train import (
-  create_train_state,
-  keeps_ema,
-  make_optimizer,
-  make_train_step,
-  steps_per_dispatch,
-)
+from vae_jax.tasks import colorizer, vae
+from vae_jax.trainer import create_train_state, make_optimizer, make_train_step
 
 INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
 
@@ -318,24 +307,23 @@ def build_jax(name: str, config, images_uint8: np.ndarray):
   (XLA's cost analysis counts a loop's body once).
   """
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  key = jax.random.key(1)
-  tx = make_optimizer(config.opt, 10**6)
+  key, k = jax.random.key(1), config.train.steps_per_dispatch
   if name == "stacknn":
     model = build_colorizer(config.model, shape)
-    state = create_colorizer_state(model, tx, shape, jax.random.key(0))
-    make_step, extra = (lambda cfg: make_colorizer_step(model, cfg, GreyInput())), (None,)
+    loss = colorizer.make_loss(model, config, colorizer.GreyInput())
+    grey = jax.ShapeDtypeStruct((1,) + shape[:2] + (1,), jax.numpy.float32)
+    init = lambda rng: model.init(rng, jax.numpy.zeros(grey.shape, grey.dtype))["params"]
+    state = create_train_state(init, make_optimizer(config.opt, 10**6), jax.random.key(0))
+    make_step = lambda per_dispatch: make_train_step(loss, 0.0, per_dispatch)
+    flops = step_flops(make_step(1), state, jax.device_put(images_uint8), key)
+    step = make_step(k)
   else:
-    model = build_model(config.model, config.loss, shape)
-    state = create_train_state(
-      model, tx, shape, jax.random.key(0), keep_ema=keeps_ema(config.train)
-    )
-    make_step, extra = (lambda cfg: make_train_step(model, cfg)), ()
-  one_step = config.copy_and_resolve_references()
-  one_step.train.steps_per_dispatch = 1
-  flops = step_flops(make_step(one_step), state, jax.device_put(images_uint8), key, *extra)
-  k = steps_per_dispatch(config.train)
-  step = make_step(config)
-  args = (jax.device_put(np.stack([images_uint8] * k) if k > 1 else images_uint8), key, *extra)
+    one_step = config.copy_and_resolve_references()
+    one_step.train.steps_per_dispatch = 1
+    _, state, single = vae.standalone_training(one_step, jax.random.key(0), 10**6)
+    flops = step_flops(single, state, jax.device_put(images_uint8), key)
+    _, state, step = vae.standalone_training(config, jax.random.key(0), 10**6)
+  args = (jax.device_put(np.stack([images_uint8] * k) if k > 1 else images_uint8), key)
   holder = {"state": state}
 
   def run():
@@ -412,7 +400,7 @@ def compare(
     for side, (runs, block) in sides.items()
     for v, run in runs.items()
   }
-  images_per_call = {"jax": steps_per_dispatch(config.train) * batch, "torch": batch}
+  images_per_call = {"jax": config.train.steps_per_dispatch * batch, "torch": batch}
   rates = {key: [] for key in steps}
   for _ in range(repeats):  # alternate every variant of both sides within each repeat
     for side, (runs, block) in sides.items():

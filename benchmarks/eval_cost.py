@@ -7,7 +7,7 @@ and writes the reconstruction and prior grids (a PNG and a TensorBoard
 image each). For a 256×256 model that is seconds, paid again at every
 evaluation. This times, on the config's own data and in one process:
 
-  evaluate      the held-out pass (``vae_jax.train.evaluate``)
+  evaluate      the held-out pass (the VAE task's ``evaluate``)
   likelihood    within it, the discretised Gaussian log-likelihood alone
                 (as many eval batches as that pass has)
   grids         computing the reconstruction and prior grids
@@ -23,14 +23,10 @@ Prints one line per part (the best of ``--repeats``) and a JSON line.
 
 import json
 import math
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +35,9 @@ from common import ROOT, load_config
 from tensorboardX import SummaryWriter
 
 from vae_jax import images, losses
-from vae_jax.data.pipeline import build_dataset, load_images
-from vae_jax.train import split_root_key, vae_task
+from vae_jax.data.dataset import build_dataset, load_images
+from vae_jax.rng import split_root_key
+from vae_jax.tasks import vae
 
 _CONFIG = flags.DEFINE_string("config", "galaxy", "configs/<name>.py, a VAE config.")
 _SOURCE = flags.DEFINE_string(
@@ -70,9 +67,11 @@ def main(argv):
     tmp = Path(tmp)
     dataset = build_dataset(config, tmp)
     val = load_images(dataset.val, dataset.preprocess, config.train.max_eval_images)
-    task = vae_task(config, dataset, split_root_key(config.seed), val)
-    params = task.state.params
-    grids = task.pictures(params)
+    keys = split_root_key(config.seed)
+    task = vae.build_task(config, dataset, keys, val)
+    _, state, step = vae.standalone_training(config, keys["init"])
+    params = jax.tree.map(jax.numpy.copy, state.params)  # the step donates the state
+    grids = task.grids(params)
     writer = SummaryWriter(str(tmp / "tensorboard"))
     batch = val[: config.train.eval_batch_size]
     likelihood = jax.jit(losses.discretized_gaussian_log_prob)
@@ -80,18 +79,18 @@ def main(argv):
       losses.to_unit(batch) + 0.05 * jax.random.normal(jax.random.key(0), batch.shape), 0.0, 1.0
     )
     log_scale = jnp.log(config.loss.scale)
-    state, train_batch = task.state, val[: config.train.batch_size]
+    train_batch = val[: config.train.batch_size]
 
     def train_step():
       nonlocal state
-      state, metrics = task.train_step(state, train_batch, jax.random.key(1))
+      state, metrics = step(state, train_batch, jax.random.key(1))
       return metrics["loss"]
 
     eval_batches = math.ceil(len(val) / config.train.eval_batch_size)
     parts = {
       "evaluate": lambda: task.evaluate(params),
       "likelihood": lambda: [likelihood(batch, near, log_scale) for _ in range(eval_batches)][-1],
-      "grids": lambda: task.pictures(params),
+      "grids": lambda: task.grids(params),
       "png": lambda: [images.save_png(g, tmp / f"{name}.png") for name, g in grids.items()],
       "tensorboard": lambda: [
         writer.add_image(name, g, 0, dataformats="HWC") for name, g in grids.items()

@@ -21,14 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+from absl import app, flags
+
+from vae_jax.data.npyfile import create_npy, write_rows
+from vae_jax.data.synthetic import SyntheticGalaxies
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from vae_jax.data.npyfile import create_npy, write_rows  # noqa: E402
-from vae_jax.data.synthetic import SyntheticGalaxies  # noqa: E402
 
 _GIGABYTES = flags.DEFINE_float("gigabytes", 4.3, "Size of the decoded dataset (10^9 bytes).")
 _DIR = flags.DEFINE_string(

@@ -16,17 +16,13 @@ that reconstructs it best — k numbers plus a free choice among K subspaces.
 """
 
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from vae_jax.data.pipeline import build_dataset, load_images
+from vae_jax.data.dataset import build_dataset, load_images
 from vae_jax.losses import psnr_of_mse
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)

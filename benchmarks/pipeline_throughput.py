@@ -27,23 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+from absl import app, flags
+
+from vae_jax.config import config_from_file
+from vae_jax.data.dataset import Dataset, build_dataset, source_from_config
+from vae_jax.data.pipeline import train_iterator
+from vae_jax.rng import split_root_key
+from vae_jax.tasks.vae import standalone_training
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from vae_jax.config import config_from_file  # noqa: E402
-from vae_jax.data.pipeline import Dataset, build_dataset, source_from_config, train_iterator  # noqa: E402
-from vae_jax.models import build_model  # noqa: E402
-from vae_jax.train import (  # noqa: E402
-  create_train_state,
-  keeps_ema,
-  make_optimizer,
-  make_train_step,
-  split_root_key,
-)
 
 SHARED = ROOT.parent / "shared" / "data"
 _CONFIGS = flags.DEFINE_list(
@@ -78,7 +72,8 @@ import sys
 from vae_jax.config import config_from_file
 config = config_from_file(sys.argv[1])
 config.data.source, config.data.cache_dir = sys.argv[2], sys.argv[3]
-from vae_jax.data.pipeline import build_dataset, train_iterator
+from vae_jax.data.dataset import build_dataset
+from vae_jax.data.pipeline import train_iterator
 next(train_iterator(build_dataset(config), config.train.batch_size, seed=0, shard=(0, 1)))
 """
 
@@ -124,16 +119,8 @@ def _stream_rate(dataset: Dataset, batch_size: int, batches: int, repeats: int) 
 
 
 def _step_rate(config, dataset: Dataset, seconds: float, repeats: int) -> float:
-  model = build_model(config.model, config.loss, dataset.image_shape)
   keys = split_root_key(config.seed)
-  state = create_train_state(
-    model,
-    make_optimizer(config.opt, config.train.steps),
-    dataset.image_shape,
-    keys["init"],
-    keep_ema=keeps_ema(config.train),
-  )
-  step = make_train_step(model, config)
+  _, state, step = standalone_training(config, keys["init"])
   batch = jax.device_put(
     next(train_iterator(dataset, config.train.batch_size, seed=0, shard=(0, 1)))
   )

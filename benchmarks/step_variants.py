@@ -65,13 +65,8 @@ bit-reproducible ones cost: ``--experiment=xla
 import functools
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import flax.linen as nn
 import jax
@@ -86,7 +81,7 @@ import vae_jax.models as models
 from vae_jax.models.banded_conv import banded_conv
 from vae_jax.models.conv import ConvDecoder, ConvEncoder
 from vae_jax.models.fcn import FCNDecoder, FCNEncoder, depth_to_space
-from vae_jax.train import create_train_state, keeps_ema, make_optimizer, make_train_step
+from vae_jax.tasks.vae import standalone_training
 
 _EXPERIMENT = flags.DEFINE_enum(
   "experiment",
@@ -253,19 +248,11 @@ def _step_for(
   ``tx`` replaces the config's optimiser; ``options`` are XLA compiler options.
   """
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  model = models.build_model(config.model, config.loss, shape)
-  state = create_train_state(
-    model,
-    tx or make_optimizer(config.opt, 10**6),
-    shape,
-    jax.random.key(0),
-    keep_ema=keeps_ema(config.train),
-  )
+  _, state, step = standalone_training(config, jax.random.key(0), 10**6, tx)
   k = config.train.steps_per_dispatch
   batch = (k, config.train.batch_size) if k > 1 else (config.train.batch_size,)
   x = jax.device_put(np.random.default_rng(0).integers(0, 256, batch + shape, dtype=np.uint8))
   key = jax.random.key(1)
-  step = make_train_step(model, config)
   compiled = step.lower(state, x, key).compile(compiler_options=options)
   flops_per_image = step_flops(step, state, x, key) / config.train.batch_size
   holder = {"state": state}

@@ -35,8 +35,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +89,7 @@ def pca_target(config_path: str, overrides: tuple[str, ...], k: int, pooled: boo
   from common import load_config
   from pca_baseline import pca_psnr
 
-  from vae_jax.data.pipeline import build_dataset, load_images
+  from vae_jax.data.dataset import build_dataset, load_images
 
   config = load_config(Path(config_path).stem)
   for flag in overrides:

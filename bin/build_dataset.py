@@ -10,16 +10,12 @@ tfds:image_folder/my_pictures) and --config.data.tfds_data_dir=DATA_DIR if
 build_report.json in the dataset's folder.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from absl import app, flags
 
 from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging
 from vae_jax.data.sources import DEFAULT_MAX_PIXELS
-from vae_jax.data.tfds_builders import BUILDERS, build
+from vae_jax.data.tfds_builders import BUILDERS
+from vae_jax.data.tfds_builders.build import build
 
 _DATASET = flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Which builder.")
 _MANUAL_DIR = flags.DEFINE_string(

@@ -6,15 +6,11 @@ Prints one JSON object on stdout (progress goes to stderr), e.g.
 """
 
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags
 
 from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging
-from vae_jax.evaluate import evaluate_workdir
+from vae_jax.evaluation import evaluate_workdir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (latest checkpoint).")
 _DATA = flags.DEFINE_string(

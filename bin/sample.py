@@ -7,15 +7,10 @@ Writes W/samples/<kind>.png (or --out) and prints its path. The same --seed
 gives the same picture.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from absl import app, flags
 
 from vae_jax.cli import parse_flags_or_explain, run_or_explain, setup_logging
-from vae_jax.sampling import KINDS, SampleOptions, write_samples
+from vae_jax.sampling import KINDS, options, write_samples
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir to restore (latest checkpoint).")
 _KIND = flags.DEFINE_enum("kind", None, list(KINDS), "Which picture to draw.")
@@ -23,7 +18,8 @@ _OUT = flags.DEFINE_string("out", None, "PNG to write (default: WORKDIR/samples/
 _N = flags.DEFINE_integer(
   "n",
   None,
-  "Size: recon images, prior/manifold grid side, interp pairs, traverse steps, colorize faces (default per kind).",
+  "The picture's size: recon images (24), prior and manifold grid side (8, 12), interp pairs (6), "
+  "traverse steps (11), colorize faces (24).",
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the images and the prior draws.")
 _TEMPERATURE = flags.DEFINE_float(
@@ -49,17 +45,15 @@ def main(argv):
   setup_logging()
 
   def sample():
-    options = SampleOptions(
-      n=_N.value,
-      seed=_SEED.value,
+    kind = options(
+      _KIND.value,
+      _N.value,
       temperature=_TEMPERATURE.value,
       spherical=_SLERP.value,
       dims=tuple(int(d) for d in _DIMS.value) if _DIMS.value else None,
       colorizer=_COLORIZER.value,
     )
-    return write_samples(
-      _WORKDIR.value, _KIND.value, _OUT.value, options, _DATA.value, _SPLIT.value
-    )
+    return write_samples(_WORKDIR.value, kind, _OUT.value, _SEED.value, _DATA.value, _SPLIT.value)
 
   print(run_or_explain(sample))
 

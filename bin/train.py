@@ -9,15 +9,11 @@ Several hosts: start one process per host with --coordinator_address=HOST0:PORT
 --num_processes=N --process_id=I (or --distributed on a TPU pod slice / SLURM).
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from absl import app, flags
 from ml_collections import config_flags
 
 from vae_jax.cli import default_workdir, parse_flags_or_explain, run_or_explain, setup_logging
+from vae_jax.config import resolve
 from vae_jax.parallel import initialize_distributed, request_deterministic_gpu_kernels
 from vae_jax.tasks import train
 
@@ -52,11 +48,12 @@ def main(argv):
   )
 
   def run():
-    request_deterministic_gpu_kernels(_CONFIG.value.train.get("deterministic", True))
+    config = resolve(_CONFIG.value)
+    request_deterministic_gpu_kernels(config.train.deterministic)
     initialize_distributed(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
     )
-    return train(_CONFIG.value, workdir)
+    return train(config, workdir)
 
   run_or_explain(run)
   print(f"Done. Pictures in {workdir}/samples, curves: tensorboard --logdir {workdir}")

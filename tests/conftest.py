@@ -66,7 +66,7 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
   import sys
   import time
 
-  from vae_jax.checkpoint import Checkpointer
+  from vae_jax.trainer import Checkpointer
 
   cmd = [
     sys.executable,
@@ -104,7 +104,14 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
 @pytest.fixture(scope="session")
 def smoke_vae(tmp_path_factory):
   """One 6-step ``faces_mlp:smoke`` run, ``(workdir, final state)``, shared by the tests that only read it."""
-  from vae_jax.train import train_and_evaluate
+  from vae_jax.tasks.vae import train_and_evaluate
 
   workdir = tmp_path_factory.mktemp("smoke_vae")
   return workdir, train_and_evaluate(load_config("faces_mlp"), workdir)
+
+
+def vae_training(config, total_steps: int | None = None, key=None):
+  """``(model, state, step)`` for ``config``'s VAE as the trainer builds them (key 0 by default)."""
+  from vae_jax.tasks.vae import standalone_training
+
+  return standalone_training(config, jax.random.key(0) if key is None else key, total_steps)

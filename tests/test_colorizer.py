@@ -14,20 +14,9 @@ from conftest import ROOT, load_config
 from PIL import Image
 
 from vae_jax import sampling
-from vae_jax.checkpoint import CheckpointMismatchError
-from vae_jax.colorize import (
-  GreyInput,
-  colorize_prior,
-  colorizer_losses,
-  comparison_tiles,
-  create_colorizer_state,
-  grey_from_rgb,
-  grey_input,
-  load_colorizer,
-  make_colorizer_eval_step,
-  make_colorizer_step,
-  train_colorizer,
-)
+from vae_jax.errors import CheckpointMismatchError
+from vae_jax.images import comparison_tiles
+from vae_jax.inference import open_colorizer, open_run
 from vae_jax.models.colorizer import (
   ConvColorizer,
   StackNN,
@@ -35,9 +24,17 @@ from vae_jax.models.colorizer import (
   luminance,
   rgb_from_luma_chroma,
 )
-from vae_jax.restore import load_run
+from vae_jax.sampling import colorize_prior
 from vae_jax.tasks import train
-from vae_jax.train import make_optimizer
+from vae_jax.tasks.colorizer import (
+  GreyInput,
+  colorizer_losses,
+  grey_from_rgb,
+  grey_input,
+  make_eval_step,
+  make_loss,
+)
+from vae_jax.trainer import create_train_state, make_optimizer, make_train_step
 
 SHAPE = (30, 30, 3)
 
@@ -108,13 +105,23 @@ def test_unknown_colorizer_and_grey_data_are_clear_errors():
     build_colorizer(config.model, (30, 30, 1))
 
 
-@pytest.mark.parametrize("field, value", [("ema_decay", 0.99), ("compute_dtype", "bfloat16")])
-def test_vae_only_train_options_are_refused_before_anything_is_written(field, value, tmp_path):
+def test_a_moving_average_and_bf16_compute_train_a_colorizer_too(tmp_path):
+  """The trainer's options are every task's: the colouriser keeps an average and computes in bf16."""
   config = load_config("colorizer")
-  config.train[field] = value
-  with pytest.raises(ValueError, match=field):
-    train_colorizer(config, tmp_path / "run")
-  assert not (tmp_path / "run").exists()
+  config.train.ema_decay, config.train.compute_dtype = 0.9, "bfloat16"
+  config.train.steps = config.train.ckpt_every = config.train.eval_every = 3
+  state = train(config, tmp_path / "run")
+  assert state.ema_params is not None
+  for tree in (state.params, state.ema_params):
+    assert {p.dtype for p in jax.tree.leaves(tree)} == {jnp.dtype(jnp.float32)}
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(tree))
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params), strict=True)
+  )
+  averaged = open_colorizer(tmp_path / "run").params  # the run is judged by its average
+  for a, b in zip(jax.tree.leaves(averaged), jax.tree.leaves(state.ema_params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_grey_from_rgb_is_pil_luma_exactly():
@@ -142,16 +149,23 @@ def test_luminance_term_is_zero_when_the_output_keeps_the_input_luminance():
   np.testing.assert_allclose(brighter, 0.01, rtol=1e-4)
 
 
+def _initial_state(model, tx):
+  def init_params(key):
+    return model.init(key, jnp.zeros((1,) + SHAPE[:2] + (1,), jnp.float32))["params"]
+
+  return create_train_state(init_params, tx, jax.random.key(0))
+
+
 def test_steps_lower_the_loss_on_a_fixed_batch_and_trace_once():
   config = load_config("colorizer")
   config.opt.warmup_steps = 0
   model = ConvColorizer(features=(8, 16))
-  state = create_colorizer_state(model, make_optimizer(config.opt, 100), SHAPE, jax.random.key(0))
+  state = _initial_state(model, make_optimizer(config.opt, 100))
   # Random images in one warm tint: their colour is predictable from their grey version.
   grey = np.random.default_rng(0).uniform(0, 255, (8,) + SHAPE[:2] + (1,))
   rgb = np.round(grey * np.array([1.0, 0.8, 0.4])).astype(np.uint8)
-  step = make_colorizer_step(model, config, GreyInput())
-  eval_step = make_colorizer_eval_step(model, config, GreyInput())
+  step = make_train_step(make_loss(model, config, GreyInput()))
+  eval_step = make_eval_step(model, config, GreyInput())
   mask = np.ones(len(rgb), np.float32)
 
   def loss(params):
@@ -219,20 +233,19 @@ def test_vae_workdir_in_a_colorizer_workdir_is_refused(vae_workdir):
   with pytest.raises(CheckpointMismatchError, match="'vae' run"):
     train(load_config("colorizer"), vae_workdir)
   with pytest.raises(ValueError, match="not a colouriser"):
-    load_colorizer(vae_workdir)
+    open_colorizer(vae_workdir)
 
 
 def test_vae_workdir_gives_vae_reconstructions_as_input(vae_workdir):
   config = load_config("colorizer")
   grey_fn, vae_params = grey_input(str(vae_workdir), SHAPE)
   rgb = np.random.default_rng(0).integers(0, 256, (4,) + SHAPE, dtype=np.uint8)
-  vae = load_run(vae_workdir)
-  expected = sampling.decode(vae, sampling.encode(vae, np.asarray(grey_from_rgb(rgb)))[0])
+  expected = open_run(vae_workdir).reconstruct(np.asarray(grey_from_rgb(rgb)))
   got = np.asarray(grey_fn(vae_params, jnp.asarray(rgb)))
   np.testing.assert_allclose(got * 255, expected, atol=0.51)
   model = ConvColorizer(features=(4, 8))
-  state = create_colorizer_state(model, make_optimizer(config.opt, 10), SHAPE, jax.random.key(0))
-  state, metrics = make_colorizer_step(model, config, grey_fn)(
+  state = _initial_state(model, make_optimizer(config.opt, 10))
+  state, metrics = make_train_step(make_loss(model, config, grey_fn))(
     state, rgb, jax.random.key(1), vae_params
   )
   assert np.isfinite(float(metrics["loss"]))
@@ -242,7 +255,7 @@ def test_vae_workdir_gives_vae_reconstructions_as_input(vae_workdir):
 
 def _colorized_prior_samples(vae_workdir, colorizer_workdir, n, seed):
   return colorize_prior(
-    load_run(vae_workdir), load_colorizer(colorizer_workdir), n, jax.random.key(seed)
+    open_run(vae_workdir), open_colorizer(colorizer_workdir), n, jax.random.key(seed)
   )
 
 
@@ -265,10 +278,10 @@ def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(
   vae_workdir, colorizer_workdir, tmp_path
 ):
   grey, rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=8, seed=0)
-  options = sampling.SampleOptions(n=8, colorizer=str(colorizer_workdir))
-  path = sampling.write_samples(vae_workdir, "colorize", tmp_path / "c.png", options)
+  kind = sampling.Colorize(faces=8, colorizer=str(colorizer_workdir))
+  path = sampling.write_samples(vae_workdir, kind, tmp_path / "c.png")
   picture = np.asarray(Image.open(path))
-  again = sampling.write_samples(vae_workdir, "colorize", tmp_path / "again.png", options)
+  again = sampling.write_samples(vae_workdir, kind, tmp_path / "again.png")
   np.testing.assert_array_equal(np.asarray(Image.open(again)), picture)
   tiles = comparison_tiles(grey, rgb)
   assert tiles.shape == (2, 8, 30, 30, 3)
@@ -279,4 +292,4 @@ def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(
   top = picture.shape[0] - pad - side
   np.testing.assert_array_equal(picture[top : top + side : 4, pad : pad + side : 4], rgb[0])
   with pytest.raises(ValueError, match="--colorizer"):
-    sampling.write_samples(vae_workdir, "colorize", tmp_path / "d.png", sampling.SampleOptions(n=2))
+    sampling.write_samples(vae_workdir, sampling.Colorize(faces=2), tmp_path / "d.png")

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, load_config
 
 from vae_jax.cli import run_or_explain
-from vae_jax.data.pipeline import split_indices
+from vae_jax.data.dataset import split_indices
 from vae_jax.models import build_model
 
 CONFIG_NAMES = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))

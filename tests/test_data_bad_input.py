@@ -21,10 +21,11 @@ import pytest
 from conftest import load_config
 from PIL import Image
 
-from vae_jax.data.pipeline import build_dataset, preprocess_from_config
+from vae_jax.data.dataset import build_dataset
+from vae_jax.data.preprocess import preprocess_from_config
 from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.sources import display_path, load_image
-from vae_jax.train import train_and_evaluate
+from vae_jax.tasks.vae import train_and_evaluate
 
 NON_UTF8 = os.fsdecode(b"caf\xe9 latin-1.png")  # a name that is not valid UTF-8
 

@@ -15,13 +15,9 @@ import numpy as np
 import pytest
 
 from vae_jax.config import base_config
-from vae_jax.data.pipeline import (
-  DevicePrefetch,
-  ShuffledBatches,
-  build_dataset,
-  load_images,
-  train_iterator,
-)
+from vae_jax.data.dataset import build_dataset, load_images
+from vae_jax.data.pipeline import ShuffledBatches, train_iterator
+from vae_jax.parallel import DevicePrefetch
 
 N, SIZE, BATCH = 60, 4, 7
 

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 from conftest import kill_then_rerun, load_config
 
-from vae_jax.checkpoint import Checkpointer
-from vae_jax.train import train_and_evaluate
+from vae_jax.tasks.vae import train_and_evaluate
+from vae_jax.trainer import Checkpointer
 
 STEPS, EVERY, WORKERS = 120, 40, 2  # 36 training images in batches of 8: 120 steps ≈ 26 epochs
 

@@ -19,10 +19,11 @@ import pytest
 from conftest import ROOT, load_config
 from PIL import Image
 
-from vae_jax.data.pipeline import build_dataset
+from vae_jax.data.dataset import build_dataset
 from vae_jax.data.sources import TfdsSource, load_image, make_source
-from vae_jax.data.tfds_builders import BUILD_REPORT, build
-from vae_jax.train import train_and_evaluate
+from vae_jax.data.tfds_builders import BUILD_REPORT
+from vae_jax.data.tfds_builders.build import build
+from vae_jax.tasks.vae import train_and_evaluate
 
 
 def _pictures(root: Path, n: int = 14) -> Path:
@@ -177,7 +178,8 @@ def test_tensorflow_is_never_imported(tmp_path):
       textwrap.dedent(f"""
       import sys
       from vae_jax.config import base_config
-      from vae_jax.data.pipeline import build_dataset, train_iterator
+      from vae_jax.data.dataset import build_dataset
+      from vae_jax.data.pipeline import train_iterator
       config = base_config()
       config.data.source = "tfds:image_folder/pics"
       config.data.tfds_data_dir = {str(tmp_path / "tfds")!r}

@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, vae_training
 
-from vae_jax.checkpoint import CheckpointMismatchError
-from vae_jax.evaluate import evaluate_workdir
-from vae_jax.models import build_model
-from vae_jax.restore import load_run
-from vae_jax.train import (
-  create_train_state,
-  ema_decay,
-  make_optimizer,
-  make_train_step,
-  train_and_evaluate,
-)
+from vae_jax.config import resolve
+from vae_jax.errors import CheckpointMismatchError
+from vae_jax.evaluation import evaluate_workdir
+from vae_jax.inference import open_run
+from vae_jax.tasks.vae import train_and_evaluate
 
 DECAY = 0.9
 
@@ -40,16 +33,13 @@ def _leaves(tree) -> list[np.ndarray]:
 def test_the_average_follows_its_recurrence_and_leaves_training_as_it_is():
   config = _config()
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  model = build_model(config.model, config.loss, shape)
-  step = make_train_step(model, config)
   batches = np.random.default_rng(0).integers(
     0, 256, (3, config.train.batch_size) + shape, dtype=np.uint8
   )
 
   def run(keep_ema: bool):
-    state = create_train_state(
-      model, make_optimizer(config.opt, 10), shape, jax.random.key(0), keep_ema=keep_ema
-    )
+    config.train.ema_decay = DECAY if keep_ema else 0.0
+    _, state, step = vae_training(config, total_steps=10)
     history = [_leaves(state.params)]
     for batch in batches:
       state, _ = step(state, batch, jax.random.key(1))
@@ -82,11 +72,11 @@ def averaged_run(tmp_path_factory):
 
 def test_evaluation_and_sampling_use_the_average(averaged_run):
   workdir, final = averaged_run
-  restored = load_run(workdir).params
+  restored = open_run(workdir).params
   for x, y in zip(_leaves(restored), _leaves(final.ema_params), strict=True):
     np.testing.assert_array_equal(x, y)
   assert any(not np.array_equal(x, y) for x, y in zip(_leaves(restored), _leaves(final.params)))
-  # bin/evaluate.py's report (through load_run) and the training loop's last validation score the same parameters.
+  # bin/evaluate.py's report (through open_run) and the training loop's last validation score the same parameters.
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   last_val = [r for r in logged if r["split"] == "val"][-1]
   report = evaluate_workdir(workdir, iw_samples=1)
@@ -118,7 +108,11 @@ def test_resuming_without_the_average_is_a_clear_error(averaged_run):
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1])
 def test_a_decay_outside_0_1_is_refused(bad):
-  assert ema_decay(ml_collections.ConfigDict({"ema_decay": 0.99})) == 0.99
-  assert ema_decay(ml_collections.ConfigDict({})) == 0.0  # a config saved before the field existed
-  with pytest.raises(ValueError, match=r"ema_decay=.* must be in \[0, 1\)"):
-    ema_decay(ml_collections.ConfigDict({"ema_decay": bad}))
+  config = _config()
+  config.train.ema_decay = 0.99
+  assert resolve(config).train.ema_decay == 0.99
+  del config.train["ema_decay"]
+  assert resolve(config).train.ema_decay == 0.0  # a config saved before the field existed
+  config.train.ema_decay = bad
+  with pytest.raises(ValueError, match=r"ema_decay=.* must be a finite number in \[0, 1\)"):
+    resolve(config)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.synthetic import FACE_FACTORS
-from vae_jax.evaluate import evaluate_workdir
+from vae_jax.evaluation import evaluate_workdir
 
 KEYS = (
   "n_images",

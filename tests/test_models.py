@@ -13,11 +13,14 @@ import pytest
 from conftest import load_config
 from flax import traverse_util
 
+from vae_jax.config import resolve
+from vae_jax.errors import ConfigError
 from vae_jax.losses import gaussian_kl
 from vae_jax.models import build_model
 from vae_jax.models.conv import conv_encoder_geometry
 from vae_jax.models.fcn import FCNDecoder, depth_to_space, space_to_depth
-from vae_jax.train import make_optimizer
+from vae_jax.models.vae import VAE
+from vae_jax.trainer import ParamGroups, make_optimizer
 
 _KEY = jax.random.key(0)
 
@@ -258,9 +261,8 @@ def test_2x2_sub_pixel_upsampling_is_a_kernel_4_stride_2_transposed_convolution(
 def test_decoder_plan_that_misses_the_image_size_raises():
   config = load_config("faces_conv", "smoke")
   config.model.decoder_kernels = (4, 6, 5)  # 3 → 8 → 27 → 31, not 30
-  model = build_model(config.model, config.loss, _image_shape(config))
-  with pytest.raises(ValueError, match=r"decoder_kernels"):
-    _abstract_params(model, _image_shape(config))
+  with pytest.raises(ConfigError, match=r"produces 31×31 images.*decoder_kernels"):
+    build_model(config.model, config.loss, _image_shape(config))
 
 
 @pytest.mark.parametrize(
@@ -289,8 +291,8 @@ def test_unknown_model_name_raises():
 def test_no_latent_dimension_is_a_clear_error():
   config = load_config("faces_mlp", "smoke")
   config.model.latent_dim = 0
-  with pytest.raises(ValueError, match="latent_dim must be at least 1"):
-    build_model(config.model, config.loss, _image_shape(config))
+  with pytest.raises(ConfigError, match="latent_dim=0 must be a whole number ≥ 1"):
+    resolve(config)
 
 
 def test_bernoulli_needs_logits():
@@ -298,10 +300,11 @@ def test_bernoulli_needs_logits():
   config.loss.likelihood = "bernoulli"
   for activation in ("sigmoid", "tanh"):
     config.model.output_activation = activation
-    with pytest.raises(ValueError, match="output_activation='none'"):
-      build_model(config.model, config.loss, _image_shape(config))
+    with pytest.raises(ConfigError, match="output_activation='none'"):
+      resolve(config)
   config.model.output_activation = "none"
   assert build_model(config.model, config.loss, _image_shape(config)).output_activation == "none"
+  resolve(config)
 
 
 def test_unknown_output_activation_raises():
@@ -376,7 +379,7 @@ def test_learned_prior_leaves_the_reconstruction_alone_and_is_what_the_kl_measur
 
 def test_the_learned_prior_has_its_own_optimizer():
   config = load_config("galaxy", "smoke")
-  tx = make_optimizer(config.opt, total_steps=10)
+  tx = make_optimizer(config.opt, 10, ParamGroups(VAE.optimizer_groups, VAE.weight_decayed))
   params = {"prior_mean": jnp.zeros(2), "decoder": {"kernel": jnp.zeros(2)}}
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
@@ -390,7 +393,7 @@ def test_the_learned_prior_has_its_own_optimizer():
 def test_weight_decay_spares_a_learned_likelihood_scale_and_a_constant_schedule_starts_at_once():
   config = load_config("faces_mlp", "smoke")  # weight decay 1.0
   config.opt.schedule, config.opt.warmup_steps = "constant", 0
-  tx = make_optimizer(config.opt, total_steps=10)
+  tx = make_optimizer(config.opt, 10, ParamGroups(VAE.optimizer_groups, VAE.weight_decayed))
   params = {"decoder": {"kernel": jnp.full(2, 0.5)}, "log_scale": jnp.asarray(-2.3)}
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   # With zero gradients only the decoupled decay moves a parameter: −lr·wd·p, from the first step.

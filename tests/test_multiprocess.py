@@ -11,12 +11,12 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, vae_training
 
-from vae_jax.data.pipeline import build_dataset, train_iterator
-from vae_jax.models import build_model
-from vae_jax.restore import load_run
-from vae_jax.train import create_train_state, make_optimizer, make_train_step, split_root_key
+from vae_jax.data.dataset import build_dataset
+from vae_jax.data.pipeline import train_iterator
+from vae_jax.inference import open_run
+from vae_jax.rng import split_root_key
 
 NUM_PROCESSES = 2
 
@@ -93,18 +93,15 @@ def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_glo
   """One process replays the run: global batch = process 0's rows then process 1's, same keys and steps."""
   workdir, _, _ = two_process_run
   assert jax.process_count() == 1
-  restored = load_run(workdir).params
+  restored = open_run(workdir).params
 
   config = load_config("faces_mlp")
   dataset = build_dataset(config)
-  model = build_model(config.model, config.loss, dataset.image_shape)
   # On a CPU like the two processes (JAX_PLATFORMS=cpu), also where the default backend is a GPU with TF32 matmuls.
   with jax.default_device(jax.devices("cpu")[0]):
     keys = split_root_key(config.seed)
-    state = create_train_state(
-      model, make_optimizer(config.opt, config.train.steps), dataset.image_shape, keys["init"]
-    )
-    step = make_train_step(model, config)
+    _, state, step = vae_training(config, key=keys["init"])
+    initial = [np.asarray(p) for p in jax.tree.leaves(state.params)]
     streams = [
       train_iterator(dataset, config.train.batch_size, config.seed, shard=(i, NUM_PROCESSES))
       for i in range(NUM_PROCESSES)
@@ -119,11 +116,6 @@ def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_glo
     jax.tree_util.tree_leaves_with_path(restored), replayed, strict=True
   ):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
-  initial = jax.tree.leaves(
-    create_train_state(
-      model, make_optimizer(config.opt, 1), dataset.image_shape, keys["init"]
-    ).params
-  )
   assert any(
     not np.allclose(a, b) for a, b in zip(replayed, initial)
   )  # the comparison is of trained parameters

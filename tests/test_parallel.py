@@ -11,12 +11,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, vae_training
 
 from vae_jax import parallel
-from vae_jax.models import build_model
 from vae_jax.tasks import train
-from vae_jax.train import create_train_state, make_optimizer, make_train_step, train_and_evaluate
+from vae_jax.tasks.vae import train_and_evaluate
 
 STEPS = 4
 UNATTENDED_STEPS = 150
@@ -36,11 +35,9 @@ def losses_on(num_devices: int, workdir: str | None = None) -> dict:
   """
   config = load_config("galaxy", "smoke")
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  model = build_model(config.model, config.loss, shape)
   mesh = parallel.make_mesh(jax.devices("cpu")[:num_devices])
-  state = create_train_state(model, make_optimizer(config.opt, STEPS), shape, jax.random.key(0))
+  _, state, step = vae_training(config, total_steps=STEPS)
   state = parallel.replicate(state, mesh)
-  step = make_train_step(model, config)
   batches = np.random.default_rng(0).integers(
     0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8
   )

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from vae_jax.config import base_config
-from vae_jax.data.pipeline import build_dataset, load_images, split_indices, train_iterator
+from vae_jax.data.dataset import build_dataset, load_images, split_indices
+from vae_jax.data.pipeline import train_iterator
 
 NUM_IMAGES, IMAGE_SIZE = 50, 4
 BATCH = 6  # does not divide the 40 training images: batches straddle epochs

@@ -13,9 +13,9 @@ from conftest import ROOT
 from PIL import Image
 
 from vae_jax import images, sampling
-from vae_jax.checkpoint import Checkpointer
-from vae_jax.restore import image_subset, load_run
-from vae_jax.train import create_train_state
+from vae_jax.data.dataset import run_images
+from vae_jax.inference import open_run
+from vae_jax.trainer import Checkpointer, create_train_state
 
 H, W, C = 30, 30, 1  # faces_mlp:smoke images
 LATENT = 10
@@ -25,8 +25,8 @@ LATENT = 10
 def trained(smoke_vae):
   """The shared smoke run of faces_mlp, restored the way bin/sample.py restores it."""
   workdir, state = smoke_vae
-  run = load_run(workdir)
-  subset, preprocess = image_subset(run.config)
+  run = open_run(workdir)
+  subset, preprocess = run_images(run.config)
   x = np.stack([preprocess(subset[i]) for i in range(6)])
   return workdir, state, run, x
 
@@ -42,28 +42,26 @@ def test_load_run_without_checkpoint_says_what_to_do(trained, tmp_path):
   workdir = trained[0]
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
   with pytest.raises(FileNotFoundError, match="train first"):
-    load_run(tmp_path)
+    open_run(tmp_path)
 
 
 def test_load_run_reads_parameters_whatever_the_optimiser_state(trained, tmp_path):
   """A checkpoint whose optimiser state has another layout (an earlier version's) still samples."""
   workdir, state, run, _ = trained
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
-  other = create_train_state(run.model, optax.sgd(0.1), (H, W, C), jax.random.key(0)).replace(
-    params=state.params
-  )
+  other = create_train_state(lambda _: state.params, optax.sgd(0.1), jax.random.key(0))
   ckpt = Checkpointer(tmp_path / "checkpoints")
   ckpt.save(7, other)
   ckpt.wait()
   ckpt.close()
-  restored = load_run(tmp_path).params
+  restored = open_run(tmp_path).params
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_load_run_from_a_url_says_to_use_a_filesystem_path():
   with pytest.raises(ValueError, match="gcsfuse"):
-    load_run("gs://bucket/runs/galaxy")
+    open_run("gs://bucket/runs/galaxy")
 
 
 def test_recon_rows_alternate_inputs_and_reconstructions(trained):
@@ -72,7 +70,7 @@ def test_recon_rows_alternate_inputs_and_reconstructions(trained):
   assert tiles.shape == (4, 4, H, W, C) and tiles.dtype == np.uint8
   np.testing.assert_array_equal(tiles[0], x[:4])
   np.testing.assert_array_equal(tiles[2, 0], x[4])
-  expected = sampling.decode(run, sampling.encode(run, x[:5])[0])
+  expected = run.reconstruct(x[:5])
   np.testing.assert_array_equal(tiles[1], expected[:4])
   np.testing.assert_array_equal(tiles[3, 0], expected[4])
   assert (tiles[2:, 1:] == 255).all()  # blank padding after the last image
@@ -86,7 +84,7 @@ def test_prior_grid_shape_determinism_and_temperature(trained):
   assert not np.array_equal(a, sampling.prior_tiles(run, jax.random.key(1), 3))
   cold = sampling.prior_tiles(run, jax.random.key(0), 2, temperature=0.0)  # every draw is z = 0
   np.testing.assert_array_equal(
-    cold, np.broadcast_to(sampling.decode(run, np.zeros((1, LATENT))), cold.shape)
+    cold, np.broadcast_to(run.decode(np.zeros((1, LATENT))), cold.shape)
   )
 
 
@@ -97,8 +95,8 @@ def test_interpolation_ends_are_the_reconstructions_of_the_inputs(trained, spher
   assert tiles.shape == (2, 2 + 2 + sampling.INTERIOR_POINTS, H, W, C)
   np.testing.assert_array_equal(tiles[:, 0], x[:2])
   np.testing.assert_array_equal(tiles[:, -1], x[2:4])
-  np.testing.assert_array_equal(tiles[:, 1], sampling.decode(run, sampling.encode(run, x[:2])[0]))
-  np.testing.assert_array_equal(tiles[:, -2], sampling.decode(run, sampling.encode(run, x[2:4])[0]))
+  np.testing.assert_array_equal(tiles[:, 1], run.reconstruct(x[:2]))
+  np.testing.assert_array_equal(tiles[:, -2], run.reconstruct(x[2:4]))
 
 
 def test_interpolate_linear_and_spherical_paths():
@@ -138,7 +136,7 @@ def test_traverse_tiles_centre_column_is_the_reconstruction(trained):
   _, _, run, x = trained
   tiles = sampling.traverse_tiles(run, x[0], steps=5)
   assert tiles.shape == (LATENT, 5, H, W, C)
-  recon = sampling.decode(run, sampling.encode(run, x[:1])[0])[0]
+  recon = run.reconstruct(x[:1])[0]
   np.testing.assert_array_equal(tiles[:, 2], np.broadcast_to(recon, tiles[:, 2].shape))
 
 
@@ -161,9 +159,9 @@ def test_largest_kl_dims():
 
 def test_picture_labels_rows_and_keeps_the_grid(trained):
   tiles = sampling.recon_tiles(trained[2], trained[3][:4], ncol=4)
-  plain = sampling.picture(tiles)
+  plain = images.layout(tiles)
   np.testing.assert_array_equal(plain, images.make_grid(tiles.reshape((-1, H, W, C)), 4))
-  labelled = sampling.picture(tiles, row_labels=["z0  KL 1.00", "z1", "z2", "z3"], caption="hello")
+  labelled = images.layout(tiles, row_labels=["z0  KL 1.00", "z1", "z2", "z3"], caption="hello")
   assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
   label_w, caption_h = labelled.shape[1] - plain.shape[1], labelled.shape[0] - plain.shape[0]
   np.testing.assert_array_equal(labelled[caption_h:, label_w:], plain)
@@ -175,16 +173,14 @@ def test_picture_labels_rows_and_keeps_the_grid(trained):
 )  # colorize: tests/test_colorizer.py
 def test_each_kind_writes_the_same_png_for_the_same_seed(trained, kind, tmp_path):
   workdir = trained[0]
-  options = sampling.SampleOptions(n=3, seed=5)
-  first = sampling.write_samples(workdir, kind, tmp_path / "a.png", options)
-  second = sampling.write_samples(workdir, kind, tmp_path / "b.png", options)
+  options = sampling.options(kind, n=3)
+  first = sampling.write_samples(workdir, options, tmp_path / "a.png", seed=5)
+  second = sampling.write_samples(workdir, options, tmp_path / "b.png", seed=5)
   a, b = np.asarray(Image.open(first)), np.asarray(Image.open(second))
   assert a.ndim == 3 and a.shape[-1] == 3 and a.shape[0] > H * images.default_scale(H)
   np.testing.assert_array_equal(a, b)
   if kind in ("recon", "prior", "interp"):
-    other = sampling.write_samples(
-      workdir, kind, tmp_path / "c.png", sampling.SampleOptions(n=3, seed=6)
-    )
+    other = sampling.write_samples(workdir, options, tmp_path / "c.png", seed=6)
     assert not np.array_equal(a, np.asarray(Image.open(other)))
 
 
@@ -192,26 +188,27 @@ def test_tilde_in_workdir_and_out_means_home(trained, tmp_path, monkeypatch):
   workdir = trained[0]
   monkeypatch.setenv("HOME", str(workdir.parent))
   monkeypatch.chdir(tmp_path)  # a literal ./~ would appear here
-  default = sampling.write_samples(
-    f"~/{workdir.name}", "prior", options=sampling.SampleOptions(n=2)
-  )
+  default = sampling.write_samples(f"~/{workdir.name}", sampling.Prior(side=2))
   assert default == workdir / "samples" / "prior.png" and default.is_file()
   assert (
-    sampling.write_samples(workdir, "prior", "~/out/prior.png")
+    sampling.write_samples(workdir, sampling.Prior(), "~/out/prior.png")
     == workdir.parent / "out" / "prior.png"
   )
   assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", sorted(sampling.KINDS))
 @pytest.mark.parametrize("bad", [{"n": 0}, {"n": -2}, {"temperature": -1.0}])
-def test_a_picture_of_no_size_or_negative_temperature_is_a_clear_error(bad):
+def test_a_picture_of_no_size_or_negative_temperature_is_a_clear_error(kind, bad):
+  if "temperature" in bad and kind not in ("prior", "colorize"):
+    pytest.skip("only prior draws have a temperature")
   with pytest.raises(ValueError, match="at least"):
-    sampling.SampleOptions(**bad)
+    sampling.options(kind, **bad)
 
 
 def test_unknown_kind_is_a_clear_error(trained):
   with pytest.raises(ValueError, match="Unknown sample kind"):
-    sampling.write_samples(trained[0], "nope")
+    sampling.options("nope")
 
 
 def test_command_line_writes_the_default_path(trained):

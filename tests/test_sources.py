@@ -15,6 +15,7 @@ from vae_jax.data.sources import (
   load_image,
   make_source,
 )
+from vae_jax.errors import DataError
 
 SHARED_FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "anime_faces_30"
 
@@ -188,7 +189,7 @@ def test_bad_arrays_are_rejected(tmp_path, array, message):
 
 @pytest.mark.parametrize("name", ["missing.npy", "missing.npz"])
 def test_a_missing_array_file_is_named(tmp_path, name):
-  with pytest.raises(FileNotFoundError, match=f"array file .*{name} does not exist"):
+  with pytest.raises(DataError, match=f"array file .*{name} does not exist"):
     ArraySource(tmp_path / name)
 
 

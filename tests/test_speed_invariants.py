@@ -6,28 +6,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import load_config
+from conftest import load_config, vae_training
 
-import vae_jax.train as train_module
-from vae_jax.checkpoint import Checkpointer
-from vae_jax.models import build_model
-from vae_jax.train import create_train_state, make_optimizer, make_train_step
+import vae_jax.tasks.vae as vae_task
+from vae_jax.config import resolve
+from vae_jax.tasks.vae import train_and_evaluate
+from vae_jax.trainer import Checkpointer
 
 STEPS = 6
 
 
-def _setup(name: str, compute_dtype: str = "float32", ema_decay: float = 0.0):
+def _setup(
+  name: str, compute_dtype: str = "float32", ema_decay: float = 0.0, per_dispatch: int = 1
+):
+  """``(config, state, step, batches)`` of a smoke config's VAE, as the trainer builds them."""
   config = load_config(name, "smoke")
   config.train.compute_dtype = compute_dtype
   config.train.ema_decay = ema_decay
+  config.train.steps_per_dispatch = per_dispatch
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  model = build_model(config.model, config.loss, shape)
-  tx = make_optimizer(config.opt, STEPS)
-  state = create_train_state(model, tx, shape, jax.random.key(0), keep_ema=ema_decay > 0)
+  _, state, step = vae_training(config, total_steps=STEPS)
   batches = np.random.default_rng(0).integers(
     0, 256, (STEPS, config.train.batch_size) + shape, dtype=np.uint8
   )
-  return config, model, tx, state, batches
+  return config, state, step, batches
 
 
 @pytest.mark.parametrize(
@@ -37,15 +39,15 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(
   tmp_path, monkeypatch, ema_decay
 ):
   traces = []
-  augment = train_module.augment
+  augment = vae_task.augment
 
   def counting_augment(*args, **kwargs):  # runs once per trace of the step, never per call
     traces.append(1)
     return augment(*args, **kwargs)
 
-  monkeypatch.setattr(train_module, "augment", counting_augment)
-  config, model, tx, state, batches = _setup("faces_mlp", ema_decay=ema_decay)
-  step = make_train_step(model, config)
+  monkeypatch.setattr(vae_task, "augment", counting_augment)
+  config, state, step, batches = _setup("faces_mlp", ema_decay=ema_decay)
+  fresh = jax.tree.map(jnp.copy, state)  # the same model and optimiser, as fit's own fresh state
   key = jax.random.key(1)
   for batch in batches[: STEPS // 2]:
     state, metrics = step(state, batch, key)
@@ -53,9 +55,7 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(
   ckpt.save(STEPS // 2, state)
   ckpt.wait()
   # Restored into a fresh state of the same model and optimiser, as ``fit`` does on resume.
-  state = ckpt.restore(
-    create_train_state(model, tx, batches.shape[2:], jax.random.key(5), keep_ema=ema_decay > 0)
-  )
+  state = ckpt.restore(fresh)
   ckpt.close()
   assert int(state.step) == STEPS // 2
   for batch in batches[STEPS // 2 :]:
@@ -70,8 +70,7 @@ def test_bfloat16_compute_stays_close_to_float32(name):
   """Same initial parameters and batches; bf16 activations, f32 parameters, optimiser state and loss."""
   losses = {}
   for dtype in ("float32", "bfloat16"):
-    config, model, _, state, batches = _setup(name, dtype)
-    step = make_train_step(model, config)
+    config, state, step, batches = _setup(name, dtype)
     out = []
     for batch in batches:
       state, metrics = step(state, batch, jax.random.key(1))
@@ -89,20 +88,17 @@ def test_bfloat16_compute_stays_close_to_float32(name):
 
 
 def test_unknown_compute_dtype_is_refused():
-  config, model, *_ = _setup("faces_mlp", "float16")
+  config = load_config("faces_mlp", "smoke")
+  config.train.compute_dtype = "float16"
   with pytest.raises(ValueError, match="compute_dtype"):
-    make_train_step(model, config)
+    resolve(config)
 
 
 def test_several_steps_per_dispatch_give_the_parameters_of_single_steps():
-  config, model, _, state, batches = _setup("faces_mlp")
-  single = make_train_step(model, config)
-  one = state
+  _, one, single, batches = _setup("faces_mlp")
   for batch in batches:
     one, last = single(one, batch, jax.random.key(1))
-  config.train.steps_per_dispatch = 3
-  scanned = make_train_step(model, config)
-  _, _, _, several, _ = _setup("faces_mlp")
+  _, several, scanned, _ = _setup("faces_mlp", per_dispatch=3)
   for group in batches.reshape((-1, 3) + batches.shape[1:]):
     several, metrics = scanned(several, group, jax.random.key(1))
   assert int(several.step) == int(one.step) == STEPS
@@ -115,7 +111,7 @@ def test_steps_per_dispatch_must_divide_the_loop_boundaries(tmp_path):
   config = load_config("faces_mlp", "smoke")
   config.train.steps_per_dispatch = 4  # the smoke preset logs every 2 steps
   with pytest.raises(ValueError, match="steps_per_dispatch=4 .*log_every=2"):
-    train_module.train_and_evaluate(config, tmp_path)
+    train_and_evaluate(config, tmp_path)
 
 
 def test_a_run_with_three_steps_per_dispatch_ends_where_a_run_of_single_steps_does(
@@ -124,7 +120,7 @@ def test_a_run_with_three_steps_per_dispatch_ends_where_a_run_of_single_steps_do
   _, single = smoke_vae
   config = load_config("faces_mlp", "smoke")
   config.train.steps_per_dispatch = config.train.log_every = 3
-  final = train_module.train_and_evaluate(config, tmp_path)
+  final = train_and_evaluate(config, tmp_path)
   assert int(final.step) == int(single.step)
   for a, b in zip(jax.tree.leaves(final.params), jax.tree.leaves(single.params), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

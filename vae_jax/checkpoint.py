@@ -1,32 +1,110 @@
-"""Orbax checkpoints of the train state together with the data iterator.
+"""Reading a run's checkpoints: which steps it holds, whether each is intact, the parameters alone.
 
-Saving both in one step directory is what makes resume exact: after a restart
-the parameters, the optimiser state, the step (hence every PRNG key, which is
-``fold_in(key, step)``) and the position in the shuffled data stream all come
-back together. Orbax writes to a temporary directory and renames it when
-complete, so a run killed mid-save leaves the previous checkpoint intact.
+A checkpoint is the step directory ``checkpoints/<step>/`` that orbax
+finalised: ``state/`` (the train state, a PyTree) and, for the trainer,
+``data/`` (the data iterator's position). Everything that looks inside a
+trained model reads only the parameters (no optimiser is ever built), from
+the newest checkpoint that reads back whole; a damaged one is reported and
+skipped, never changed (a training process may own the directory).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 
+from vae_jax.errors import CheckpointMismatchError, CheckpointNotFoundError
 
-class CheckpointMismatchError(ValueError):
-  """A checkpoint does not fit the model the config describes."""
+log = logging.getLogger(__name__)
+
+STATE, DATA = "state", "data"
+# Files orbax writes into every finalised step's state item; a checkpoint without one is damaged.
+_STATE_FILES = ("_METADATA", "manifest.ocdbt")
+
+
+def saved_steps(directory: Path) -> list[int]:
+  """The steps of ``directory``'s checkpoints, newest first (orbax's unfinished temporaries left out)."""
+  if not directory.is_dir():
+    return []
+  return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True)
 
 
 def has_checkpoint(directory: Path) -> bool:
   """Whether ``directory`` holds at least one step directory (without opening a manager, which creates it)."""
-  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+  return bool(saved_steps(directory))
 
 
-def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
+def first_line(error: BaseException, limit: int = 200) -> str:
+  """``error``'s type and the first line of its message, for a one-line report."""
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:limit]}" if text else type(error).__name__
+
+
+def missing_files(step_dir: Path, items: tuple[str, ...] = (STATE,)) -> str | None:
+  """What a finalised step directory lacks of orbax's own files, or None."""
+  if not step_dir.is_dir():
+    return "it is not a directory"
+  for item in items:
+    if not (step_dir / item).is_dir():
+      return f"its {item}/ folder is missing"
+  for name in _STATE_FILES:
+    if STATE in items and not (step_dir / STATE / name).is_file():
+      return f"{STATE}/{name} is missing"
+  if DATA in items and not any((step_dir / DATA).glob("process_*.json")):
+    return f"{DATA}/ holds no data-iterator position (process_*.json)"
+  return None
+
+
+def state_metadata(step_dir: Path) -> Any:
+  """The tree of array metadata (names, shapes, dtypes) of a checkpoint's train state."""
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    metadata = handler.metadata(step_dir / STATE)
+  finally:
+    handler.close()
+  return metadata.tree if hasattr(metadata, "tree") else metadata
+
+
+def _leaf_name(path: tuple) -> str:
+  """Orbax's name of a leaf: its keys joined by dots (dict keys, attribute names, tuple positions)."""
+  return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def check_tree_match(step_dir: Path, tree_like: Any, field: str | None = None) -> None:
+  """Compare the names and shapes of the saved state (or its ``field``) with ``tree_like``'s.
+
+  Done from the metadata, before any array is read, so that a checkpoint of
+  another model is told apart from a damaged one.
+
+  Raises:
+    CheckpointMismatchError: a checkpoint of another model (names or shapes differ).
+  """
+  tree = state_metadata(step_dir)
+  prefix = f"{field}." if field else ""
+  saved = {
+    leaf.name: tuple(leaf.shape)
+    for leaf in jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    if leaf.name.startswith(prefix)
+  }
+  wanted = {
+    prefix + _leaf_name(path): tuple(x.shape)
+    for path, x in jax.tree_util.tree_leaves_with_path(tree_like)
+  }
+  if saved != wanted:
+    differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    details = ", ".join(f"{k}: saved {saved.get(k)} vs now {wanted.get(k)}" for k in differ[:4])
+    raise CheckpointMismatchError(
+      f"The checkpoint {step_dir} does not match the model this config builds ({len(differ)} "
+      f"arrays differ; {details}). Use the config that wrote it, or train in a new --workdir."
+    )
+
+
+def restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   """Shape, dtype and where to put it: ``leaf``'s own sharding, or this process's first device.
 
   Naming the sharding is what lets a checkpoint written by several processes
@@ -38,105 +116,58 @@ def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 
 
-class Checkpointer:
-  """Keeps the last ``keep`` checkpoints of (train state, data iterator) under ``directory``."""
+def read_params(step_dir: Path, params_like: Any, field: str = "params") -> Any:
+  """The train state's ``field`` (``params``, or ``ema_params`` for their average), in ``params_like``'s structure.
 
-  def __init__(self, directory: str | Path, keep: int = 3):
-    self.directory = Path(directory).absolute()
-    self.manager = ocp.CheckpointManager(
-      self.directory,
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-      item_handlers={
-        "state": ocp.StandardCheckpointHandler(),
-        "data": grain.checkpoint.CheckpointHandler(),
-      },
-    )
+  Reading the parameters alone also opens a checkpoint whose optimiser
+  state has another layout (an earlier vae_jax's, or another ``opt`` config's).
+  """
+  missing = missing_files(step_dir)
+  if missing:
+    raise FileNotFoundError(missing)
+  check_tree_match(step_dir, params_like, field)
+  abstract = {field: jax.tree.map(restore_target, params_like)}
+  args = ocp.args.PyTreeRestore(
+    item=abstract,
+    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+    partial_restore=True,
+  )
+  with ocp.PyTreeCheckpointer() as reader:
+    return reader.restore(step_dir / STATE, args=args)[field]
 
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iterator: Any | None = None) -> None:
-    items = {"state": ocp.args.StandardSave(state)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+def newest_intact(
+  directory: Path, read: Callable[[Path], Any], on_damaged: Callable[[int, str], None] | None = None
+) -> tuple[int, Any]:
+  """``(step, read(step_dir))`` of the newest checkpoint that ``read`` reads back whole.
 
-  def restore(self, state_like: Any, data_iterator: Any | None = None) -> Any:
-    """Restore the latest checkpoint into the structure of ``state_like`` (and ``data_iterator`` in place).
+  A checkpoint that fails to read (missing or truncated files) is reported
+  through ``on_damaged(step, reason)`` (default: a warning) and the next
+  older one is tried. A checkpoint of another model stops the search.
 
-    Raises:
-      CheckpointMismatchError: the saved arrays do not match ``state_like``'s
-        tree or shapes (a checkpoint of another architecture).
-    """
-    step = self._latest_step_or_raise()
-    self._check_params_match(step, state_like.params)
-    abstract = jax.tree.map(_restore_target, state_like)
-    items = {"state": ocp.args.StandardRestore(abstract)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  Raises:
+    CheckpointMismatchError: the newest readable checkpoint is of another model.
+    CheckpointNotFoundError: no checkpoint, or none intact.
+  """
+  steps = saved_steps(directory)
+  if not steps:
+    raise CheckpointNotFoundError(f"No checkpoint in {directory}.")
+  damaged = []
+  for step in steps:
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointMismatchError(
-        f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
-        f"({type(e).__name__}: {str(e).splitlines()[0][:300]}). Use the config that wrote it, "
-        "or train in a new --workdir."
-      ) from None
-    return restored["state"]
-
-  def restore_params(self, params_like: Any, field: str = "params") -> Any:
-    """The parameters alone of the latest checkpoint, in ``params_like``'s structure.
-
-    Sampling and evaluation need no optimiser state; reading the parameters
-    alone also opens a checkpoint whose optimiser state has another layout
-    (an earlier vae_jax's, or another ``opt`` config's). ``field`` names
-    the state's field to read: ``params``, or ``ema_params`` for their
-    moving average.
-
-    Raises:
-      CheckpointMismatchError: the saved parameters' names or shapes differ from ``params_like``'s.
-    """
-    step = self._latest_step_or_raise()
-    self._check_params_match(step, params_like, field)
-    abstract = {field: jax.tree.map(_restore_target, params_like)}
-    # The state was written by StandardCheckpointHandler, i.e. as a PyTree: its handler reads a subtree. A plain
-    # checkpointer on the step's directory opens nothing else (a second manager would log read-only warnings).
-    args = ocp.args.PyTreeRestore(
-      item=abstract,
-      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-      partial_restore=True,
-    )
-    with ocp.PyTreeCheckpointer() as reader:
-      return reader.restore(self.directory / str(step) / "state", args=args)[field]
-
-  def _latest_step_or_raise(self) -> int:
-    step = self.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint under {self.directory}.")
-    return step
-
-  def _check_params_match(self, step: int, params_like: Any, field: str = "params") -> None:
-    """Compare the names and shapes of the state's ``field`` in the checkpoint's metadata before reading arrays."""
-    metadata = self.manager.item_metadata(step)["state"]
-    saved = {
-      leaf.name: tuple(leaf.shape)
-      for leaf in jax.tree.leaves(metadata, is_leaf=lambda x: hasattr(x, "shape"))
-      if leaf.name.startswith(field + ".")
-    }
-    wanted = {
-      field + "." + ".".join(str(getattr(k, "key", k)) for k in path): tuple(x.shape)
-      for path, x in jax.tree_util.tree_leaves_with_path(params_like)
-    }
-    if saved != wanted:
-      differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-      details = ", ".join(f"{k}: saved {saved.get(k)} vs model {wanted.get(k)}" for k in differ[:4])
-      raise CheckpointMismatchError(
-        f"The checkpoint at {self.directory} (step {step}) does not match the model this config builds "
-        f"({len(differ)} parameters differ; {details}). Use the config that wrote it, or train in a new --workdir."
-      )
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
-  def close(self) -> None:
-    self.manager.close()
+      return step, read(directory / str(step))
+    except CheckpointMismatchError:
+      raise
+    except Exception as error:  # any failure to read back is damage: the step is skipped, not used
+      reason = first_line(error)
+      damaged.append(f"{step} ({reason})")
+      if on_damaged is None:
+        log.warning(
+          "Checkpoint %d in %s is damaged (%s); trying an older one.", step, directory, reason
+        )
+      else:
+        on_damaged(step, reason)
+  raise CheckpointNotFoundError(
+    f"No intact checkpoint in {directory}: {'; '.join(damaged)}. Restore the folder from a copy, "
+    "or train again in a new --workdir."
+  )

@@ -1,4 +1,4 @@
-"""Helpers shared by the ``bin/`` entry points (they only parse flags and call these)."""
+"""What the ``bin/`` entry points share: logging, flag parsing and error reporting (they only parse and call)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,8 @@ from pathlib import Path
 from absl import flags
 from absl import logging as absl_logging
 
-from vae_jax.train import NonFiniteLossError, TrainingInterrupted
-
-# Errors whose message tells the user what to do, when vae_jax raised them: print it, no traceback.
-# (CheckpointMismatchError is a ValueError.)
-USER_ERRORS = (
-  ValueError,
-  FileNotFoundError,
-  NotImplementedError,
-  NonFiniteLossError,
-  TrainingInterrupted,
-)
-_PACKAGE = Path(__file__).resolve().parent
+from vae_jax.config import check_overrides, config_from_file
+from vae_jax.errors import VaeJaxError
 
 
 def setup_logging() -> None:
@@ -42,41 +32,49 @@ def default_workdir(config_path: str) -> str:
   return str(Path("runs") / (Path(path).stem + (f"_{preset}" if preset else "")))
 
 
-def parse_flags_or_explain(argv: list[str]) -> list[str]:
-  """absl flag parsing that reports a bad flag, config file or override in one line, no traceback.
+def _check_config_flags(argv: list[str]) -> None:
+  """Load ``--config=FILE[:PRESET]`` and check every ``--config.FIELD=`` override names a field.
 
-  ml_collections loads ``--config`` lazily and reports an unknown override key
-  as an AttributeError; both are forced and caught here, before any work starts.
+  Done before absl parses the flags, whose config loader would report these
+  mistakes as tracebacks wrapped in other exceptions.
   """
+  config_arg = next(
+    (a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")),
+    None,
+  )
+  if config_arg is None:
+    i = argv.index("--config") if "--config" in argv[1:] else -1
+    config_arg = argv[i + 1] if 0 < i < len(argv) - 1 else None
+  if config_arg is None:
+    return
+  path, _, preset = config_arg.partition(":")
+  config = config_from_file(path, preset or None)
+  names = [a[len("--config.") :].split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+  check_overrides(config, names)
+
+
+def parse_flags_or_explain(argv: list[str]) -> list[str]:
+  """absl flag parsing that reports a bad flag, config file or override in one line, exit status 2."""
   try:
-    remaining = flags.FLAGS(argv)
-    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
-      flags.FLAGS.config.get("seed")  # load the config file now
-    return remaining
-  except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-    message = str(e).replace("\\n", "\n").replace("\\'", "'").strip("'\"")
-    if "Traceback" in message:  # a config file's own error: keep its last line
-      message = message.strip().splitlines()[-1]
-    print(f"error: {message}\nRun with --help to list the flags.", file=sys.stderr)
+    _check_config_flags(argv)
+    return flags.FLAGS(argv)
+  except (flags.Error, VaeJaxError) as error:
+    print(f"error: {error}\nRun with --help to list the flags.", file=sys.stderr)
     sys.exit(2)
 
 
-def _raised_by_vae_jax(error: BaseException) -> bool:
-  """Whether the innermost frame of ``error``'s traceback is vae_jax's own code (a message written for users)."""
-  frames = traceback.extract_tb(error.__traceback__)
-  return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(_PACKAGE)
-
-
 def run_or_explain(fn: Callable[[], object]) -> object:
-  """Run ``fn``; turn the errors users can act on into a message and exit status 1.
+  """Run ``fn``; a ``VaeJaxError`` becomes its one-line message and exit status 1.
 
-  The same kinds of error raised inside a library (numpy, JAX, …) are more
-  likely a bug than a user's mistake: their traceback is printed too.
+  Any other exception is a bug (in vae_jax or a library): its traceback is
+  printed, then the same one-line summary, and the exit status is 1.
   """
   try:
     return fn()
-  except USER_ERRORS as e:
-    if not _raised_by_vae_jax(e):
-      traceback.print_exc()
-    print(f"error: {e}", file=sys.stderr)
+  except VaeJaxError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+  except Exception as error:
+    traceback.print_exc()
+    print(f"error: {error} (an unexpected error: the traceback above says where)", file=sys.stderr)
     sys.exit(1)

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
+
+from vae_jax import files
 
 
 def to_uint8(images01: np.ndarray) -> np.ndarray:
@@ -85,8 +87,57 @@ def encode_png(picture: np.ndarray, fast: bool = False) -> bytes:
 
 
 def save_png(picture: np.ndarray, path: str | Path) -> Path:
-  """Write a uint8 H×W×3 array as PNG (``~`` expanded), creating parent folders."""
-  path = Path(path).expanduser()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(encode_png(picture))
-  return path
+  """Write a uint8 H×W×3 array as PNG (``~`` expanded, parent folders created, written whole)."""
+  return files.write_bytes(path, encode_png(picture))
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+  left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+  return right - left, bottom - top
+
+
+def layout(
+  tiles: np.ndarray,
+  row_labels: Sequence[str] | None = None,
+  caption: str | None = None,
+  pad: int = 2,
+) -> np.ndarray:
+  """R×C tiles as one uint8 H×W×3 picture: enlarged, with labels left of the rows and a caption on top."""
+  rows, cols, h, w = tiles.shape[:4]
+  scale = default_scale(max(h, w))
+  grid = make_grid(tiles.reshape((rows * cols,) + tiles.shape[2:]), cols, scale=scale, pad=pad)
+  if not row_labels and not caption:
+    return grid
+  font = ImageFont.load_default(size=min(24, max(12, h * scale // 8)))
+  measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  margin = 6
+  label_w = (
+    max(_text_size(measure, t, font)[0] for t in row_labels) + 2 * margin if row_labels else 0
+  )
+  caption_w, caption_h = 0, 0
+  if caption:
+    caption_w, text_h = _text_size(measure, caption, font)
+    caption_h = text_h + 2 * margin
+  width = label_w + max(grid.shape[1], caption_w + 2 * margin)
+  canvas = Image.new("RGB", (width, grid.shape[0] + caption_h), (255, 255, 255))
+  canvas.paste(Image.fromarray(grid), (label_w, caption_h))
+  draw = ImageDraw.Draw(canvas)
+  if caption:
+    draw.text((label_w + margin, margin), caption, fill=(0, 0, 0), font=font)
+  for r, text in enumerate(row_labels or ()):
+    centre = caption_h + pad + r * (h * scale + pad) + h * scale // 2
+    draw.text((margin, centre), text, fill=(0, 0, 0), font=font, anchor="lm")
+  return np.asarray(canvas)
+
+
+def comparison_tiles(
+  grey_uint8: np.ndarray,
+  rgb_uint8: np.ndarray,
+  target_uint8: np.ndarray | None = None,
+  ncol: int = 8,
+) -> np.ndarray:
+  """R×C×H×W×3 tiles: each row of grey images above their colourised versions (and originals, if given)."""
+  groups = [np.repeat(grey_uint8, 3, axis=-1), rgb_uint8]
+  if target_uint8 is not None:
+    groups.append(target_uint8)
+  return interleave_rows(groups, ncol)

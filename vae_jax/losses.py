@@ -17,7 +17,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
 LIKELIHOODS = ("gaussian", "gaussian_learned", "bernoulli")
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -76,7 +75,7 @@ def discretized_gaussian_log_prob(
 
 def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
   """Bernoulli (binary cross-entropy) log likelihood of x ∈ [0, 1], per image."""
-  return -_sum_per_image(optax.sigmoid_binary_cross_entropy(logits, x))
+  return _sum_per_image(x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits))
 
 
 def mean_image(likelihood: str, decoded: jax.Array) -> jax.Array:

@@ -18,7 +18,7 @@ Several hosts run one process each, joined by ``initialize_distributed``
 itself: TPU pod slices, SLURM, Open MPI). The mesh then spans every process's
 devices; each process reads its own ``1/N`` of the training images
 (``vae_jax.data.pipeline.train_iterator``) and contributes its rows of the
-global batch (``vae_jax.data.pipeline.DevicePrefetch`` with ``batch_sharding``); only process 0 writes logs and pictures,
+global batch (``DevicePrefetch`` with ``batch_sharding``); only process 0 writes logs and pictures,
 and orbax writes checkpoints with every process taking part.
 """
 
@@ -29,9 +29,12 @@ import logging
 import os
 from typing import Any
 
+import grain
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vae_jax.errors import ConfigError
 
 DATA_AXIS = "data"
 
@@ -92,7 +95,7 @@ def initialize_distributed(
   if not auto and num_processes <= 1:
     return
   if not auto and not coordinator_address:
-    raise ValueError(
+    raise ConfigError(
       "Several processes need --coordinator_address=HOST:PORT (process 0's address)."
     )
   # Processes that compute on CPUs exchange gradients through gloo (JAX's CPU collectives).
@@ -113,9 +116,9 @@ def check_batch_size(batch_size: int, num_devices: int) -> None:
   """Raise unless the global batch splits evenly over ``num_devices`` (a mesh's ``devices.size``)."""
   n = num_devices
   if batch_size < 1:
-    raise ValueError(f"config.train.batch_size must be at least 1; got {batch_size}.")
+    raise ConfigError(f"config.train.batch_size must be at least 1; got {batch_size}.")
   if batch_size % n:
-    raise ValueError(
+    raise ConfigError(
       f"config.train.batch_size={batch_size} does not split over {n} devices; "
       f"use a multiple of {n} (e.g. --config.train.batch_size={max(n, batch_size // n * n)})."
     )
@@ -170,3 +173,36 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Every leaf of ``tree`` (parameters, optimiser state, keys) copied to every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))
+
+
+class DevicePrefetch(grain.DatasetIterator):
+  """Keeps the next ``size`` batches already on the accelerator.
+
+  Host→device copies then overlap the train step instead of preceding it.
+  The saved state is that of the underlying iterator *before* the oldest
+  batch still waiting here, so batches fetched but not yet consumed are
+  fetched again after a restore: resume stays exact.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, size: int = 2, sharding: Any = None):
+    super().__init__(parent)
+    self._iterator, self._size, self._sharding = parent, size, sharding
+    self._buffer: collections.deque = collections.deque()
+
+  def _put(self, batch: np.ndarray) -> Any:
+    if self._sharding is None:
+      return jax.device_put(batch)
+    return jax.make_array_from_process_local_data(self._sharding, batch)
+
+  def __next__(self) -> Any:
+    while len(self._buffer) <= self._size:
+      state = self._iterator.get_state()
+      self._buffer.append((state, self._put(next(self._iterator))))
+    return self._buffer.popleft()[1]
+
+  def get_state(self) -> dict:
+    return self._buffer[0][0] if self._buffer else self._iterator.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._buffer.clear()
+    self._iterator.set_state(state)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vae_jax.errors import DataError
+
 # A fixed header size lets a writer create the file before it knows every row.
 _HEADER_BYTES = 128
 
@@ -32,7 +34,7 @@ class NpyRows:
     with open(self.path, "rb") as f:
       version = np.lib.format.read_magic(f)
       if version not in ((1, 0), (2, 0)):
-        raise ValueError(
+        raise DataError(
           f"{path} is a version {version} .npy file; save it with numpy's default format"
         )
       read_header = (
@@ -43,7 +45,7 @@ class NpyRows:
       shape, fortran_order, dtype = read_header(f)
       self.offset = f.tell()
     if fortran_order or dtype.hasobject or not shape:
-      raise ValueError(
+      raise DataError(
         f"{self.path} holds a {'Fortran-ordered ' if fortran_order else ''}array of shape {shape} dtype {dtype}; "
         "row access needs a C-ordered numeric array with at least one axis (re-save it with np.save(np.ascontiguousarray(x)))."
       )
@@ -52,7 +54,7 @@ class NpyRows:
     self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     expected = self.offset + self.shape[0] * self.row_bytes
     if self.path.stat().st_size < expected:
-      raise ValueError(
+      raise DataError(
         f"{self.path} is truncated: {self.path.stat().st_size} bytes, its header needs {expected}."
       )
     self._fd: int | None = None

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import ml_collections
 import numpy as np
 from PIL import Image, ImageOps
+
+from vae_jax.errors import DataError
 
 # Modes in which PIL decodes high-bit-depth greyscale (16-bit PNG/TIFF decode
 # as "I;16*" or, depending on the Pillow version, as 32-bit "I").
@@ -42,7 +45,7 @@ def pil_to_array(img: Image.Image) -> np.ndarray:
     wide = np.asarray(img).astype(np.float32)
     return np.round(np.clip(wide, 0, 65535) / 257).astype(np.uint8)[..., None]
   if img.mode == "F":
-    raise ValueError(
+    raise DataError(
       "32-bit float images have no defined value range; convert them to 8 or 16 bit first"
     )
   if img.mode in ("P", "PA"):
@@ -97,15 +100,15 @@ class Preprocess:
 
   def __post_init__(self) -> None:
     if self.image_size <= 0:
-      raise ValueError(f"image_size must be positive, got {self.image_size}")
+      raise DataError(f"image_size must be positive, got {self.image_size}")
     if self.channels not in (1, 3):
-      raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+      raise DataError(f"channels must be 1 or 3, got {self.channels}")
     if self.crop not in _CROP_MODES:
-      raise ValueError(f"crop must be one of {_CROP_MODES}, got {self.crop!r}")
+      raise DataError(f"crop must be one of {_CROP_MODES}, got {self.crop!r}")
     if self.crop_size < 0:
-      raise ValueError(f"crop_size must be >= 0 (0 = no fixed crop), got {self.crop_size}")
+      raise DataError(f"crop_size must be >= 0 (0 = no fixed crop), got {self.crop_size}")
     if self.max_upscale < 0:
-      raise ValueError(f"max_upscale must be >= 0 (0 = no limit), got {self.max_upscale}")
+      raise DataError(f"max_upscale must be >= 0 (0 = no limit), got {self.max_upscale}")
 
   @property
   def output_shape(self) -> tuple[int, int, int]:
@@ -118,19 +121,19 @@ class Preprocess:
   def __call__(self, image: np.ndarray) -> np.ndarray:
     """Return a C-contiguous uint8 array of shape (image_size, image_size, channels)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-      raise ValueError(
+      raise DataError(
         f"expected a uint8 H×W×C image with C in (1, 3), got shape {image.shape} dtype {image.dtype}"
       )
     height, width = image.shape[:2]
     if self.crop_size:
       if min(height, width) < self.crop_size:
-        raise ValueError(
+        raise DataError(
           f"image of {height}×{width} pixels is smaller than crop_size={self.crop_size}"
         )
       image = _center_crop(image, self.crop_size, self.crop_size)
     side = min(image.shape[:2])
     if self.max_upscale and side * self.max_upscale < self.image_size:
-      raise ValueError(
+      raise DataError(
         f"image of {height}×{width} pixels is too small for image_size={self.image_size}: it would be "
         f"enlarged {self.image_size / side:.1f}× (max_upscale={self.max_upscale:g})"
       )
@@ -155,3 +158,14 @@ class Preprocess:
     pil = Image.fromarray(image[..., 0] if channels == 1 else image)
     resized = np.asarray(pil.resize((size, size), resample=resample))
     return resized[..., None] if channels == 1 else resized
+
+
+def preprocess_from_config(data_cfg: ml_collections.ConfigDict) -> Preprocess:
+  """The ``Preprocess`` a config's ``data`` group describes: what every model input goes through."""
+  return Preprocess(
+    image_size=data_cfg.image_size,
+    channels=data_cfg.channels,
+    crop=data_cfg.crop,
+    crop_size=data_cfg.crop_size,
+    max_upscale=data_cfg.max_upscale,
+  )

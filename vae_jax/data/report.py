@@ -12,10 +12,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+from vae_jax import files
+from vae_jax.errors import DataError
+
 REPORT_FILENAME = "data_report.json"
 
 
-class NoUsableImagesError(ValueError):
+class NoUsableImagesError(DataError):
   """Every item of the configured source was skipped."""
 
 
@@ -53,8 +56,7 @@ class DataReport:
     path = Path(workdir) / REPORT_FILENAME
     record = dataclasses.asdict(self)
     record["skipped"] = [{"item": item, "reason": reason} for item, reason in self.skipped]
-    path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    return path
+    return files.write_text(path, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
 
   def raise_if_unusable(self, image_size: int, report_path: Path | None = None) -> None:
     """A clear error, before training, when no item survived."""

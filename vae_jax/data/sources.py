@@ -26,6 +26,8 @@ from PIL import Image, UnidentifiedImageError
 
 from vae_jax.data.npyfile import NpyRows
 from vae_jax.data.preprocess import pil_to_array
+from vae_jax.data.tfds_builders import BUILDERS
+from vae_jax.errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SPEC_FORMS = ("synthetic:faces", "synthetic:galaxies", "folder:PATH", "npz:PATH", "tfds:NAME")
@@ -203,14 +205,14 @@ class ImageFolderSource:
       f"files ending in {', '.join(sorted(IMAGE_EXTENSIONS))} (any case, in any subfolder)"
     )
     if not self.root.is_dir():
-      raise ValueError(
+      raise DataError(
         f"image folder {self.root} does not exist or is not a directory; expected a folder with "
         f"{looked_for}. Check the path in the data config."
       )
     self.skipped: list[tuple[str, str]] = []
     self.paths: list[Path] = find_images(self.root, self.skipped)
     if not self.paths:
-      raise ValueError(
+      raise DataError(
         f"image folder {self.root} contains no images; looked for {looked_for}. "
         "Put images there or point the data config at another folder."
       )
@@ -250,11 +252,9 @@ class ArraySource:
   def __init__(self, path: str | Path):
     self.path = Path(path).expanduser()
     if self.path.suffix not in (".npy", ".npz"):
-      raise ValueError(f"array file {self.path} must end in .npy or .npz")
+      raise DataError(f"array file {self.path} must end in .npy or .npz")
     if not self.path.is_file():
-      raise FileNotFoundError(
-        f"array file {self.path} does not exist; check the path in the data config."
-      )
+      raise DataError(f"array file {self.path} does not exist; check the path in the data config.")
     if self.path.suffix == ".npy":
       self.images: NpyRows | np.ndarray = NpyRows(self.path)
     else:
@@ -302,7 +302,7 @@ def _array_from_npz(path: Path) -> np.ndarray:
       return archive["images"]
     if len(keys) == 1:
       return archive[keys[0]]
-  raise ValueError(
+  raise DataError(
     f"{path} holds arrays {keys} and none is named 'images'; store the images under the key 'images'"
   )
 
@@ -313,16 +313,16 @@ def _check_images(images: NpyRows | np.ndarray, path: Path) -> None:
   got = f"got shape {tuple(images.shape)} dtype {images.dtype} in {path}"
   shape = images.shape
   if not (len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))) or shape[0] == 0:
-    raise ValueError(f"{expected}; {got}")
+    raise DataError(f"{expected}; {got}")
   if np.issubdtype(images.dtype, np.floating):
     blocks = (
       images.chunks(max(1, 2**26 // images.row_bytes)) if isinstance(images, NpyRows) else [images]
     )
     for block in blocks:
       if not (block.min() >= 0 and block.max() <= 1):  # also rejects NaN
-        raise ValueError(f"{expected}; {got} with values outside [0, 1]")
+        raise DataError(f"{expected}; {got} with values outside [0, 1]")
   elif images.dtype != np.uint8:
-    raise ValueError(f"{expected}; {got}")
+    raise DataError(f"{expected}; {got}")
 
 
 def _to_uint8(images: np.ndarray) -> np.ndarray:
@@ -347,8 +347,6 @@ class TfdsSource:
 
     self.name, self.split, self.image_key = name, split, image_key
     data_dir = os.path.expanduser(data_dir) if data_dir else None
-    from vae_jax.data.tfds_builders import BUILDERS
-
     dataset, _, config_name = name.partition(":")[0].partition("/")
     where = f"--data_dir={data_dir or '~/tensorflow_datasets'}"
     if dataset in BUILDERS:
@@ -369,14 +367,14 @@ class TfdsSource:
       first_line = (
         str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
       )
-      raise ValueError(
+      raise DataError(
         f"TFDS dataset {name!r} not found in {data_dir or 'the default data_dir'} ({first_line}). {build_hint}"
       ) from None
     if not (Path(builder.data_dir) / "dataset_info.json").exists():
-      raise ValueError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. {build_hint}")
+      raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. {build_hint}")
     file_format = str(getattr(builder.info, "file_format", "")).lower()
     if "array_record" not in file_format:
-      raise ValueError(
+      raise DataError(
         f"TFDS dataset {name!r} in {builder.data_dir} is stored as {file_format or 'tfrecord'}, which needs "
         "TensorFlow to read; rebuild it with file_format='array_record'."
       )
@@ -386,13 +384,13 @@ class TfdsSource:
     try:
       self.records = builder.as_data_source(split=split, decoders=decoders)
     except Exception as error:
-      raise ValueError(
+      raise DataError(
         f"TFDS dataset {name!r} has no split {split!r} (splits: {sorted(builder.info.splits)}): {error}. "
         "Set config.data.tfds_split."
       ) from None
     self.directory = Path(builder.data_dir)
     if len(self.records) == 0:
-      raise ValueError(f"split {split!r} of TFDS dataset {name!r} in {self.directory} is empty.")
+      raise DataError(f"split {split!r} of TFDS dataset {name!r} in {self.directory} is empty.")
 
   def __len__(self) -> int:
     return len(self.records)
@@ -433,7 +431,7 @@ def _image_feature_kind(features, key: str, name: str) -> str:
     {k: type(v).__name__ for k, v in features.items()} if hasattr(features, "items") else {}
   )
   if key not in available:
-    raise ValueError(
+    raise DataError(
       f"TFDS dataset {name!r} has no feature {key!r}; it has {available}. "
       "Set config.data.tfds_image_key to the image feature."
     )
@@ -450,7 +448,7 @@ def _image_feature_kind(features, key: str, name: str) -> str:
     and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3)))
   ):
     return "array"
-  raise ValueError(
+  raise DataError(
     f"feature {key!r} of TFDS dataset {name!r} is {feature!r}, not an image "
     f"(features: {available}). Set config.data.tfds_image_key to an Image feature."
   )
@@ -476,10 +474,10 @@ def make_source(
   """
   kind, _, argument = spec.partition(":")
   if not argument:
-    raise ValueError(f"bad data source {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+    raise DataError(f"bad data source {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
   if kind == "synthetic":
     if argument not in ("faces", "galaxies"):
-      raise ValueError(
+      raise DataError(
         f"unknown synthetic source {argument!r}; valid: synthetic:faces, synthetic:galaxies"
       )
     from vae_jax.data import synthetic  # lazy: only synthetic runs need it
@@ -492,6 +490,6 @@ def make_source(
     return ArraySource(argument)
   if kind == "tfds":
     return TfdsSource(argument, tfds_data_dir, tfds_split, tfds_image_key)
-  raise ValueError(
+  raise DataError(
     f"unknown data source kind {kind!r} in {spec!r}; valid forms: {', '.join(SPEC_FORMS)}"
   )

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vae_jax.errors import DataError
+
 FACE_FACTORS = (
   "hair_hue",
   "hair_lightness",
@@ -293,7 +295,7 @@ class _Source:
 
   def __init__(self, num_images: int, image_size: int, seed: int) -> None:
     if num_images < 0 or image_size < 8:
-      raise ValueError(f"need num_images >= 0 and image_size >= 8, got {num_images}, {image_size}")
+      raise DataError(f"need num_images >= 0 and image_size >= 8, got {num_images}, {image_size}")
     self.num_images, self.image_size, self.seed = num_images, image_size, seed
 
   def __len__(self) -> int:

@@ -22,11 +22,14 @@ colouriser is not a VAE and has no encoder, latent or likelihood):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from vae_jax.errors import ConfigError
 
 ImageShape = tuple[int, int, int]
 
@@ -58,26 +61,30 @@ class StackNN(nn.Module):
     kernel: kernel size of both (the transposed one has stride 2).
     hidden_per_pixel: the first dense layer has this many units per output
       pixel (the reference's 5·30·30).
+    dtype: the dtype of the computation (parameters stay float32).
   """
 
   image_shape: ImageShape
   remap_channels: Sequence[int] = (10, 5)
   kernel: int = 5
   hidden_per_pixel: int = 5
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, grey_BHW1: jax.Array) -> jax.Array:
     h, w, c = self.image_shape
     k = (self.kernel, self.kernel)
     x = nn.relu(
-      nn.ConvTranspose(self.remap_channels[0], k, strides=(2, 2), padding="VALID", name="remap_0")(
-        grey_BHW1
-      )
+      nn.ConvTranspose(
+        self.remap_channels[0], k, strides=(2, 2), padding="VALID", dtype=self.dtype, name="remap_0"
+      )(grey_BHW1)
     )
-    x = nn.relu(nn.Conv(self.remap_channels[1], k, padding="VALID", name="remap_1")(x))
+    x = nn.relu(
+      nn.Conv(self.remap_channels[1], k, padding="VALID", dtype=self.dtype, name="remap_1")(x)
+    )
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dense(self.hidden_per_pixel * h * w, name="fc_0")(x)
-    x = nn.Dense(h * w * c, name="fc_1")(x)
+    x = nn.Dense(self.hidden_per_pixel * h * w, dtype=self.dtype, name="fc_0")(x)
+    x = nn.Dense(h * w * c, dtype=self.dtype, name="fc_1")(x)
     return x.reshape((x.shape[0], h, w, c))
 
 
@@ -87,9 +94,11 @@ class ConvColorizer(nn.Module):
   Attributes:
     features: channels at each level, from full resolution down; every level
       after the first halves the resolution (odd sizes round up).
+    dtype: the dtype of the computation (parameters, the input and the output stay float32).
   """
 
   features: Sequence[int] = (32, 64)
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, grey_BHW1: jax.Array) -> jax.Array:
@@ -98,47 +107,61 @@ class ConvColorizer(nn.Module):
     for level, c in enumerate(self.features):
       if level:
         h = nn.avg_pool(h, (2, 2), strides=(2, 2), padding="SAME")
-      h = nn.relu(nn.Conv(c, (3, 3), name=f"down_{level}_0")(h))
-      h = nn.relu(nn.Conv(c, (3, 3), name=f"down_{level}_1")(h))
+      h = nn.relu(nn.Conv(c, (3, 3), dtype=self.dtype, name=f"down_{level}_0")(h))
+      h = nn.relu(nn.Conv(c, (3, 3), dtype=self.dtype, name=f"down_{level}_1")(h))
       skips.append(h)
     for level in reversed(range(len(self.features) - 1)):
       skip = skips[level]
       h = jax.image.resize(h, skip.shape[:3] + h.shape[3:], "nearest")
       h = nn.relu(
-        nn.Conv(self.features[level], (3, 3), name=f"up_{level}")(
+        nn.Conv(self.features[level], (3, 3), dtype=self.dtype, name=f"up_{level}")(
           jnp.concatenate([skip, h], axis=-1)
         )
       )
     dy, u, v = jnp.split(
-      nn.Conv(3, (1, 1), kernel_init=nn.initializers.zeros, name="out")(h), 3, axis=-1
+      nn.Conv(3, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype, name="out")(h),
+      3,
+      axis=-1,
     )
-    return rgb_from_luma_chroma(grey_BHW1 + dy, u, v)
+    f32 = lambda a: a.astype(jnp.float32)
+    return rgb_from_luma_chroma(grey_BHW1 + f32(dy), f32(u), f32(v))
 
 
-def _stacknn(cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> nn.Module:
+def _stacknn(cfg: ml_collections.ConfigDict, image_shape: ImageShape, dtype: Any) -> nn.Module:
   del cfg  # the reference architecture has no knobs
-  return StackNN(image_shape=image_shape)
+  return StackNN(image_shape=image_shape, dtype=dtype)
 
 
-def _conv(cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> nn.Module:
+def _conv(cfg: ml_collections.ConfigDict, image_shape: ImageShape, dtype: Any) -> nn.Module:
   del image_shape  # fully convolutional
-  return ConvColorizer(features=tuple(cfg.features))
+  return ConvColorizer(features=tuple(cfg.features), dtype=dtype)
 
 
-COLORIZERS: dict[str, Callable[[ml_collections.ConfigDict, ImageShape], nn.Module]] = {
+COLORIZERS: dict[str, Callable[[ml_collections.ConfigDict, ImageShape, Any], nn.Module]] = {
   "conv": _conv,
   "stacknn": _stacknn,
 }
 
 
-def build_colorizer(model_cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> nn.Module:
-  """The colouriser named by ``model_cfg.name`` for colour images of ``image_shape`` (H, W, 3)."""
+def check_colorizer_config(model_cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> None:
+  """Raise ``ConfigError`` unless ``model_cfg`` names a colouriser that can colour ``image_shape``."""
   if model_cfg.name not in COLORIZERS:
-    raise ValueError(
+    raise ConfigError(
       f"Unknown colouriser config.model.name {model_cfg.name!r}; choose one of {sorted(COLORIZERS)}."
     )
   if image_shape[-1] != 3:
-    raise ValueError(
-      f"A colouriser outputs RGB: set config.data.channels=3 (got {image_shape[-1]})."
+    raise ConfigError(
+      f"The colouriser learns from RGB images: set config.data.channels=3, not {image_shape[-1]}."
     )
-  return COLORIZERS[model_cfg.name](model_cfg, tuple(image_shape))
+  if model_cfg.name == "conv":
+    features = tuple(model_cfg.features)
+    if not features or any(not isinstance(c, int) or c < 1 for c in features):
+      raise ConfigError(f"config.model.features={features} must be channel counts ≥ 1.")
+
+
+def build_colorizer(
+  model_cfg: ml_collections.ConfigDict, image_shape: ImageShape, dtype: Any = jnp.float32
+) -> nn.Module:
+  """The colouriser named by ``model_cfg.name`` for colour images of ``image_shape`` (H, W, 3)."""
+  check_colorizer_config(model_cfg, image_shape)
+  return COLORIZERS[model_cfg.name](model_cfg, tuple(image_shape), dtype)

@@ -15,11 +15,14 @@ with the parameters ``nn.Conv``/``nn.ConvTranspose`` would have.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
+from vae_jax.errors import ConfigError
 from vae_jax.models.banded_conv import banded_conv, banded_conv_max_pool_2x2
 
 
@@ -35,9 +38,17 @@ def conv_encoder_geometry(
   for k, s, p in zip(kernels, strides, paddings, strict=True):
     size = _conv_out(size, k, s, p) // 2
     if size < 1:
-      raise ValueError(
+      raise ConfigError(
         f"The conv encoder plan shrinks a {image_size}px image to nothing; use fewer layers."
       )
+  return size
+
+
+def conv_decoder_size(start: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
+  """Spatial size after the decoder's transposed convolutions (no padding): ``(n − 1)·s + k`` each."""
+  size = start
+  for k, s in zip(kernels, strides, strict=True):
+    size = (size - 1) * s + k
   return size
 
 
@@ -54,6 +65,7 @@ class ConvReluPool(nn.Module):
   kernel_size: int
   stride: int
   padding: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
@@ -62,7 +74,7 @@ class ConvReluPool(nn.Module):
       "kernel", nn.initializers.lecun_normal(), (k, k, x_BHWC.shape[-1], self.features)
     )
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-    x, kernel, bias = promote_dtype(x_BHWC, kernel, bias, dtype=None)
+    x, kernel, bias = promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
     return nn.relu(
       banded_conv_max_pool_2x2(x, kernel, (self.stride, self.stride), ((p, p), (p, p))) + bias
     )
@@ -76,6 +88,7 @@ class ConvEncoder(nn.Module):
   strides: Sequence[int]
   paddings: Sequence[int]
   latent_dim: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -83,9 +96,12 @@ class ConvEncoder(nn.Module):
     for i, (c, k, s, p) in enumerate(
       zip(self.channels, self.kernels, self.strides, self.paddings, strict=True)
     ):
-      h = ConvReluPool(c, k, s, p, name=f"conv_{i}")(h)
+      h = ConvReluPool(c, k, s, p, self.dtype, name=f"conv_{i}")(h)
     h = h.reshape(h.shape[0], -1)
-    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+    return (
+      nn.Dense(self.latent_dim, dtype=self.dtype, name="mean")(h),
+      nn.Dense(self.latent_dim, dtype=self.dtype, name="logvar")(h),
+    )
 
 
 class ConvDecoder(nn.Module):
@@ -99,19 +115,24 @@ class ConvDecoder(nn.Module):
     start_shape: (h, w, c) of the feature map the dense layer produces.
     channels/kernels/strides: the transposed convolutions; the last channel
       count is the image's.
-    image_shape: (H, W, C) the plan must reach exactly.
+    dtype: the dtype of the computation (parameters stay float32).
+
+  The plan must reach the image's size (``conv_decoder_size``; the model
+  registry checks it).
   """
 
   start_shape: tuple[int, int, int]
   channels: Sequence[int]
   kernels: Sequence[int]
   strides: Sequence[int]
-  image_shape: tuple[int, int, int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BZ: jax.Array) -> jax.Array:
     h0, w0, c0 = self.start_shape
-    h = nn.Dense(h0 * w0 * c0, name="dense")(z_BZ).reshape(z_BZ.shape[0], h0, w0, c0)
+    h = nn.Dense(h0 * w0 * c0, dtype=self.dtype, name="dense")(z_BZ).reshape(
+      z_BZ.shape[0], h0, w0, c0
+    )
     n = len(self.channels)
     for i, (c, k, s) in enumerate(zip(self.channels, self.kernels, self.strides, strict=True)):
       h = nn.Conv(
@@ -120,13 +141,9 @@ class ConvDecoder(nn.Module):
         padding=((k - 1, k - 1), (k - 1, k - 1)),
         input_dilation=(s, s),
         conv_general_dilated=banded_conv,
+        dtype=self.dtype,
         name=f"deconv_{i}",
       )(h)
       if i < n - 1:
         h = nn.relu(h)
-    if h.shape[1:] != tuple(self.image_shape):
-      raise ValueError(
-        f"The transposed-conv plan produces {h.shape[1:]} but the images are {tuple(self.image_shape)}; "
-        "adjust config.model.decoder_kernels/decoder_strides or config.data.image_size."
-      )
     return h

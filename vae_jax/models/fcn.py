@@ -31,9 +31,11 @@ resolution either would cost several times the step.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 def space_to_depth(x_BHWC: jax.Array) -> jax.Array:
@@ -57,16 +59,20 @@ class FCNEncoder(nn.Module):
   channels: Sequence[int]
   latent_dim: int
   mix: int = 0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = x_BHWC
     for i, c in enumerate(self.channels):
-      h = nn.relu(nn.Dense(c, name=f"down_{i}")(space_to_depth(h)))
+      h = nn.relu(nn.Dense(c, dtype=self.dtype, name=f"down_{i}")(space_to_depth(h)))
       for j in range(self.mix):
-        h = nn.relu(nn.Dense(c, name=f"mix_{i}_{j}")(h))
+        h = nn.relu(nn.Dense(c, dtype=self.dtype, name=f"mix_{i}_{j}")(h))
     h = h.reshape(h.shape[0], -1)
-    return nn.Dense(self.latent_dim, name="mean")(h), nn.Dense(self.latent_dim, name="logvar")(h)
+    return (
+      nn.Dense(self.latent_dim, dtype=self.dtype, name="mean")(h),
+      nn.Dense(self.latent_dim, dtype=self.dtype, name="logvar")(h),
+    )
 
 
 class FCNDecoder(nn.Module):
@@ -80,28 +86,32 @@ class FCNDecoder(nn.Module):
       each 2×2 output block reads: 1 is a kernel-2 stride-2 transposed
       convolution (a dense layer), n > 1 an n×n sub-pixel convolution (2: a
       kernel-4 stride-2 transposed convolution). Default: 1 everywhere.
+    dtype: the dtype of the computation (parameters stay float32).
   """
 
   start_shape: tuple[int, int, int]
   channels: Sequence[int]
   mix: int = 0
   up_neighbourhoods: Sequence[int] = ()
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BZ: jax.Array) -> jax.Array:
     h0, w0, c0 = self.start_shape
-    h = nn.relu(nn.Dense(h0 * w0 * c0, name="dense")(z_BZ)).reshape(z_BZ.shape[0], h0, w0, c0)
+    h = nn.relu(nn.Dense(h0 * w0 * c0, dtype=self.dtype, name="dense")(z_BZ)).reshape(
+      z_BZ.shape[0], h0, w0, c0
+    )
     last = len(self.channels) - 1
     sizes = tuple(self.up_neighbourhoods) or (1,) * len(self.channels)
     for i, (c, size) in enumerate(zip(self.channels, sizes, strict=True)):
       layer = (
-        nn.Dense(4 * c, name=f"up_{i}")
+        nn.Dense(4 * c, dtype=self.dtype, name=f"up_{i}")
         if size == 1
-        else nn.Conv(4 * c, (size, size), name=f"up_{i}")
+        else nn.Conv(4 * c, (size, size), dtype=self.dtype, name=f"up_{i}")
       )
       h = depth_to_space(layer(h))
       if i < last:
         h = nn.relu(h)
         for j in range(self.mix):
-          h = nn.relu(nn.Dense(c, name=f"mix_{i}_{j}")(h))
+          h = nn.relu(nn.Dense(c, dtype=self.dtype, name=f"mix_{i}_{j}")(h))
     return h

@@ -14,10 +14,8 @@ import jax
 import jax.numpy as jnp
 
 OUTPUT_ACTIVATIONS = ("none", "sigmoid", "tanh")
-PRIOR_PARAMS = (
-  "prior_mean",
-  "prior_log_std",
-)  # the learned prior's parameters (top level of ``params``)
+# The learned prior's parameters (top level of ``params``).
+PRIOR_PARAMS = ("prior_mean", "prior_log_std")
 
 
 def _activate(raw: jax.Array, activation: str) -> jax.Array:
@@ -40,10 +38,10 @@ class VAE(nn.Module):
     output_activation: how raw decoder outputs become data-scale means.
     learn_scale: learn one global log σ of the Gaussian likelihood.
     init_log_scale: log σ (fixed, or the learned one's initial value).
-    compute_dtype: dtype the encoder sees its input in, hence (with
-      parameters cast to it) the dtype of every activation; ``bfloat16`` for
-      mixed precision (``vae_jax.train.make_train_step`` keeps parameters and
-      the loss in float32).
+    dtype: the dtype of the computation: the encoder's input, hence every
+      activation (the encoder and decoder are built with the same dtype);
+      ``bfloat16`` for mixed precision. Parameters, the likelihood's scale
+      and the learned prior stay float32.
     latent_dim: size of z (needed only by ``learned_prior``).
     learned_prior: learn the prior N(m, diag(s²)) instead of fixing N(0, I).
       It is exposed in whitened coordinates: ``encode`` returns the posterior
@@ -63,7 +61,7 @@ class VAE(nn.Module):
   output_activation: str = "sigmoid"
   learn_scale: bool = False
   init_log_scale: float = -2.302585  # σ = 0.1
-  compute_dtype: Any = jnp.float32
+  dtype: Any = jnp.float32
   latent_dim: int = 0
   learned_prior: bool = False
 
@@ -75,15 +73,13 @@ class VAE(nn.Module):
     else:
       self.log_scale = jnp.asarray(self.init_log_scale, jnp.float32)
     if self.learned_prior:
-      if self.latent_dim <= 0:
-        raise ValueError("learned_prior needs latent_dim.")
       self.prior_mean, self.prior_log_std = (
         self.param(name, nn.initializers.zeros, (self.latent_dim,), jnp.float32)
         for name in PRIOR_PARAMS
       )
 
   def encode(self, x_uint8: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = x_uint8.astype(self.compute_dtype) * (2.0 / 255.0) - 1.0
+    x = x_uint8.astype(self.dtype) * (2.0 / 255.0) - 1.0
     mean, logvar = self.encoder(x)
     if self.learned_prior:  # the posterior of the whitened code (z - m) / s
       mean = (mean - self.prior_mean) * jnp.exp(-self.prior_log_std)
@@ -93,20 +89,42 @@ class VAE(nn.Module):
   def decode(self, z_BZ: jax.Array) -> jax.Array:
     """Data-scale means for codes in the prior's coordinates (N(0, I) draws are prior samples)."""
     if self.learned_prior:
-      z_BZ = (self.prior_mean + jnp.exp(self.prior_log_std) * z_BZ).astype(self.compute_dtype)
+      z_BZ = (self.prior_mean + jnp.exp(self.prior_log_std) * z_BZ).astype(self.dtype)
     return _activate(self.decoder(z_BZ), self.output_activation)
 
   def likelihood_log_scale(self) -> jax.Array:
     return self.log_scale
 
+  @staticmethod
+  def optimizer_groups(params: Any) -> Any:
+    """``"prior"`` for the learned prior's parameters, ``"net"`` for the rest (``vae_jax.trainer``).
+
+    Only the KL moves the prior's mean and scale, and it has to bring them
+    to the codes' mean and spread, units of order 1 away, within a few
+    hundred steps: a plain Adam of their own (``config.opt.prior_learning_rate``)
+    does; the network's clipped, decaying schedule moves them too slowly.
+    """
+    return {
+      k: jax.tree.map(lambda _, k=k: "prior" if k in PRIOR_PARAMS else "net", v)
+      for k, v in params.items()
+    }
+
+  @staticmethod
+  def weight_decayed(params: Any) -> Any:
+    """True for every parameter but a learned likelihood's ``log_scale``.
+
+    Weight decay regularises the encoder and decoder; a learned σ is a
+    parameter of the density, and decay would pull it towards σ = 1 and bias
+    every likelihood figure.
+    """
+    return {k: jax.tree.map(lambda _, k=k: k != "log_scale", v) for k, v in params.items()}
+
   def __call__(self, x_uint8: jax.Array, key: jax.Array) -> dict[str, Any]:
     mean, logvar = self.encode(x_uint8)
-    eps = jax.random.normal(
-      key, mean.shape, jnp.float32
-    )  # the same draws whatever the compute dtype
+    eps = jax.random.normal(key, mean.shape, jnp.float32)  # the same draws whatever the dtype
     z = mean + jnp.exp(0.5 * logvar) * eps
     return {
-      "decoded": self.decode(z.astype(self.compute_dtype)),
+      "decoded": self.decode(z.astype(self.dtype)),
       "mean": mean,
       "logvar": logvar,
       "z": z,

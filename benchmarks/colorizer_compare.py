@@ -44,8 +44,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _SECONDS = flags.DEFINE_float(
   "seconds", 240.0, "Training wall time per model, compile and evaluation excluded."
 )
-# The reference does not say which Adam rate it trained StackNN with, so it gets two (its VAE's 1e-4 and
-# Adam's usual 1e-3) and is scored by the better; the small model gets only the config's default.
+# The reference does not say which Adam rate it trained StackNN with, so it gets two (its VAE's 1e-4
+# and Adam's usual 1e-3) and is scored by the better; the small model gets only the config's
+# default.
 _MODELS = flags.DEFINE_list(
   "models",
   ["conv", "stacknn:1e-4", "stacknn:1e-3"],
@@ -139,7 +140,8 @@ def main(argv):
   print()
   for r in results:
     print(
-      f"{r['model']:8s} {r['parameters']:>11,d} parameters  {r['train_s']:6.1f} s  {r['steps']:5d} steps  "
+      f"{r['model']:8s} {r['parameters']:>11,d} parameters  {r['train_s']:6.1f} s  "
+      f"{r['steps']:5d} steps  "
       f"{r['images_per_s']:7.1f} img/s  held-out colour PSNR {r['val_psnr_db']:.2f} dB "
       f"(grey input {r['val_grey_psnr_db']:.2f} dB)"
     )
@@ -150,8 +152,10 @@ def main(argv):
   if {"conv", "stacknn"} <= best.keys():
     conv, stack = best["conv"], best["stacknn"]
     print(
-      f"stacknn has {stack['parameters'] / conv['parameters']:.0f}× the parameters of conv; in the same "
-      f"training time conv's held-out colour PSNR is {conv['val_psnr_db'] - stack['val_psnr_db']:+.2f} dB "
+      f"stacknn has {stack['parameters'] / conv['parameters']:.0f}× the parameters of conv; in "
+      "the same "
+      "training time conv's held-out colour PSNR is "
+      f"{conv['val_psnr_db'] - stack['val_psnr_db']:+.2f} dB "
       f"against stacknn's best (learning rate {stack['learning_rate']:g})."
     )
   print(

@@ -10,7 +10,8 @@ from vae_jax.config import config_from_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# ``load_config`` overrides that switch a config's on-device augmentation off (the seeds train without any).
+# ``load_config`` overrides that switch a config's on-device augmentation off (the seeds train
+# without any).
 NO_AUGMENTATION = {
   "data.hflip": False,
   "data.max_shift": 0.0,

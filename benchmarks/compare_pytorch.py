@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""vae_jax's train steps against the seeds' PyTorch models, same shapes, batch and optimiser, one process.
+"""vae_jax's train steps against the seeds' PyTorch models: same shapes, batch and optimiser.
 
 Four pairs, each at its config's batch size and image shape:
 
@@ -59,7 +59,8 @@ not 75 % of it at start, so PyTorch in the same process gets its share.
   python benchmarks/compare_pytorch.py --models=galaxy,galaxy_k2 --galaxy_channels=8,16,32,64
   python benchmarks/compare_pytorch.py --models=galaxy,galaxy_k2 --batch_size=64   # on a GPU
 
-Ends with one JSON line: {"mlp": {"jax_images_per_s": …, "torch_images_per_s": …, "ratio": …, …}, …}.
+Ends with one JSON line: {"mlp": {"jax_images_per_s": …, "torch_images_per_s": …, "ratio": …, …},
+…}.
 """
 
 import json
@@ -72,6 +73,8 @@ from collections.abc import Callable
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share a GPU with PyTorch
 
+import itertools
+
 import jax
 import numpy as np
 from absl import app, flags
@@ -82,7 +85,10 @@ from vae_jax.models.colorizer import LUMA_WEIGHTS, build_colorizer
 from vae_jax.tasks import colorizer, vae
 from vae_jax.trainer import create_train_state, make_optimizer, make_train_step
 
-INSTALL_HINT = "PyTorch is not installed. It is only needed for this benchmark: pip install torch==2.13.0 (CPU build)."
+INSTALL_HINT = (
+  "PyTorch is not installed. It is only needed for this benchmark: "
+  "pip install torch==2.13.0 (CPU build)."
+)
 
 _MODELS = flags.DEFINE_list(
   "models", ["mlp", "conv", "stacknn", "galaxy", "galaxy_k2"], "Which pairs to time."
@@ -112,7 +118,8 @@ PAIRS = {
 }
 
 
-# --- PyTorch: the seeds' models, written from the seed write-ups' descriptions -------------------------
+# --- PyTorch: the seeds' models, written from the seed write-ups' descriptions
+# -------------------------
 
 
 def torch_models(torch):
@@ -168,17 +175,17 @@ def torch_models(torch):
       return torch.sigmoid(self.decode_conv(self.fc2(z).view(-1, 5, 3, 3))), mu, logvar
 
   class SeedFCN(nn.Module):
-    """Four stride-2 convolutions (channels growing), heads on the flattened map, mirrored upsampling, tanh."""
+    """Four stride-2 convolutions, heads on the flattened map, mirrored upsampling, tanh."""
 
     def __init__(
       self, size: int, channels: tuple, z: int, kernel: int, up_neighbourhoods: tuple = ()
     ):
-      """``up_neighbourhoods`` (kernel 2 only): n > 1 makes that upsampling an n×n conv + PixelShuffle, as vae_jax."""
+      """``up_neighbourhoods`` (kernel 2): n > 1 makes that upsampling n×n conv + PixelShuffle."""
       super().__init__()
       pad = (kernel - 2) // 2
       plan = (3,) + tuple(channels)
       enc = []
-      for c_in, c_out in zip(plan[:-1], plan[1:]):
+      for c_in, c_out in itertools.pairwise(plan):
         enc += [nn.Conv2d(c_in, c_out, kernel, stride=2, padding=pad), nn.ReLU(True)]
       self.encoder = nn.Sequential(*enc)
       self.start = (channels[-1], size // 2 ** len(channels), size // 2 ** len(channels))
@@ -187,7 +194,7 @@ def torch_models(torch):
       dec = []
       rev = plan[::-1]
       sizes = tuple(up_neighbourhoods) or (1,) * len(channels)
-      for i, (c_in, c_out) in enumerate(zip(rev[:-1], rev[1:])):
+      for i, (c_in, c_out) in enumerate(itertools.pairwise(rev)):
         if sizes[i] > 1:
           dec += [
             nn.Conv2d(c_in, 4 * c_out, sizes[i], padding="same"),
@@ -225,7 +232,7 @@ def torch_models(torch):
 
 
 def torch_vae_step(torch, model, config, x01):
-  """Seed-style step with the config's ELBO: Gaussian NLL (fixed σ) summed per image + KL, batch mean; Adam."""
+  """Seed-style step with the config's ELBO (NLL summed per image + KL, batch mean); Adam."""
   opt = torch.optim.Adam(model.parameters(), lr=config.opt.learning_rate)
   inv_two_var = 0.5 / config.loss.scale**2
 
@@ -264,7 +271,7 @@ def torch_colorizer_step(torch, model, config, rgb01):
 
 
 def build_torch(torch, name: str, config, images_uint8: np.ndarray, device: str) -> Callable:
-  """The seed model's train step for pair ``name`` on ``device`` ("cpu" or "cuda"), on a fixed batch."""
+  """The seed model's train step for pair ``name`` on ``device`` ("cpu", "cuda"), a fixed batch."""
   SeedMLP, SeedConv, SeedFCN, StackNN = torch_models(torch)
   x01 = (
     torch.from_numpy(images_uint8.astype(np.float32) / 255.0)
@@ -295,7 +302,8 @@ def build_torch(torch, name: str, config, images_uint8: np.ndarray, device: str)
   return make_step(torch, model.to(device), config, x01)
 
 
-# --- JAX: the library's own steps ----------------------------------------------------------------------
+# --- JAX: the library's own steps
+# ----------------------------------------------------------------------
 
 
 def build_jax(name: str, config, images_uint8: np.ndarray):
@@ -385,7 +393,8 @@ def compare(
     return run
 
   default_threads = torch.get_num_threads()
-  # side -> variant -> step thunk; PyTorch on CPU is synchronous, so blocking is a no-op for it there.
+  # side -> variant -> step thunk; PyTorch on CPU is synchronous, so blocking is a no-op for it
+  # there.
   if device == "cpu":
     torch_side = (
       {f"{n}_threads": torch_at(n) for n in range(1, default_threads + 1)},
@@ -435,9 +444,11 @@ def compare(
     },
   }
   print(
-    f"{name:9s} jax {jax_ips:9.1f} img/s ({jax_gflops:6.1f} GFLOP/s, {result['jax_fraction_of_matmul_peak']:.0%} "
+    f"{name:9s} jax {jax_ips:9.1f} img/s ({jax_gflops:6.1f} GFLOP/s, "
+    f"{result['jax_fraction_of_matmul_peak']:.0%} "
     f"of peak)  torch {torch_ips:9.1f} img/s ({result['torch_gflop_per_s']:6.1f} GFLOP/s, "
-    f"{best['torch']})  ratio {result['ratio']:.2f} (default settings: {result['default_settings_ratio']:.2f})",
+    f"{best['torch']})  ratio {result['ratio']:.2f} (default settings: "
+    f"{result['default_settings_ratio']:.2f})",
     flush=True,
   )
   return result
@@ -451,18 +462,20 @@ def main(argv):
     print(INSTALL_HINT)
     return 0
   torch.manual_seed(0)
-  # galaxy_k2's 2×2 convolutions with padding="same" make PyTorch pad a copy of the input and say so once;
-  # that copy is part of its step, as XLA's padding is of vae_jax's.
+  # galaxy_k2's 2×2 convolutions with padding="same" make PyTorch pad a copy of the input and say so
+  # once; that copy is part of its step, as XLA's padding is of vae_jax's.
   warnings.filterwarnings("ignore", message="Using padding='same' with even kernel lengths")
   if jax.default_backend() == "cpu":
     device = "cpu"
   elif torch.cuda.is_available():
     device = "cuda"
-    # XLA's f32 dots and convolutions on a GPU run as TF32 by default; PyTorch's convolutions do, its matmuls too now.
+    # XLA's f32 dots and convolutions on a GPU run as TF32 by default; PyTorch's convolutions do,
+    # its matmuls too now.
     torch.set_float32_matmul_precision("high")
   else:
     print(
-      f"JAX runs on {jax.default_backend()} but this PyTorch has no CUDA: install a CUDA build of torch, "
+      f"JAX runs on {jax.default_backend()} but this PyTorch has no CUDA: install a CUDA build of "
+      "torch, "
       "or compare on the CPU with JAX_PLATFORMS=cpu."
     )
     return 1
@@ -470,7 +483,8 @@ def main(argv):
   threads = f" with {torch.get_num_threads()} threads" if device == "cpu" else ""
   print(
     f"jax {jax.__version__} on {device_name()} ({len(jax.devices())} device(s)), "
-    f"torch {torch.__version__} on {device}{threads}; measured f32 matmul peak (jnp.dot): {peak:.1f} GFLOP/s",
+    f"torch {torch.__version__} on {device}{threads}; measured f32 matmul peak (jnp.dot): "
+    f"{peak:.1f} GFLOP/s",
     flush=True,
   )
   results = {
@@ -486,7 +500,8 @@ def main(argv):
         r["jax_fraction_of_matmul_peak"] * peak / peak_after, 3
       )
   print(
-    f"matmul peak measured again at the end: {peak_after:.1f} GFLOP/s; fractions use the higher of the two."
+    f"matmul peak measured again at the end: {peak_after:.1f} GFLOP/s; fractions use the higher "
+    "of the two."
   )
   results["matmul_peak_gflop_per_s"] = round(max(peak, peak_after), 1)
   results["device"] = device_name()

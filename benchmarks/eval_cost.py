@@ -15,8 +15,9 @@ evaluation. This times, on the config's own data and in one process:
   tensorboard   TensorBoard's own encoding of them (``add_image``)
   train step    one step of the config's train step, for scale
 
-  python benchmarks/eval_cost.py                                   # galaxy on ../shared/data/galaxy_zoo/train
-  python benchmarks/eval_cost.py --config=faces_mlp --source=folder:../shared/data/anime_faces_96/faces
+  python benchmarks/eval_cost.py                                   # galaxy on
+  ../shared/data/galaxy_zoo/train python benchmarks/eval_cost.py --config=faces_mlp
+  --source=folder:../shared/data/anime_faces_96/faces
 
 Prints one line per part (the best of ``--repeats``) and a JSON line.
 """
@@ -101,7 +102,8 @@ def main(argv):
     writer.close()
   step_s = seconds["train step"]
   print(
-    f"{_CONFIG.value}: {len(val)} held-out images of {val.shape[1:]}, eval batch {config.train.eval_batch_size}; "
+    f"{_CONFIG.value}: {len(val)} held-out images of {val.shape[1:]}, eval batch "
+    f"{config.train.eval_batch_size}; "
     f"grids {', '.join(f'{n} {g.shape[1]}×{g.shape[0]}' for n, g in grids.items())}"
   )
   for name, s in seconds.items():

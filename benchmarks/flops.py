@@ -1,4 +1,4 @@
-"""FLOPs of a JAX function (XLA's cost analysis), this machine's measured matmul peak, and what the machine is.
+"""FLOPs of a JAX function (XLA's cost analysis), the measured matmul peak, the machine's name.
 
 Used by the speed benchmarks to say how much of the hardware a train step
 uses: ``GFLOP/s = flops per step × steps per second``, and the fraction of
@@ -15,8 +15,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-# CPU features that decide which kernels XLA and PyTorch pick: AMX runs bf16 matmuls several times faster
-# than AVX-512's bf16 dot products. "2-core CPU" machines here have been both Intel with AMX and AMD without.
+# CPU features that decide which kernels XLA and PyTorch pick: AMX runs bf16 matmuls several times
+# faster than AVX-512's bf16 dot products. "2-core CPU" machines here have been both Intel with AMX
+# and AMD without.
 _CPU_FEATURES = ("avx512f", "avx512_bf16", "amx_bf16")
 
 
@@ -45,7 +46,7 @@ def device_name() -> str:
 
 
 def step_flops(fn: Callable, *args) -> float:
-  """Floating-point operations XLA counts for one call of ``jax.jit(fn)(*args)`` (NaN if it cannot tell).
+  """Floating-point operations XLA counts for one call of ``jax.jit(fn)(*args)`` (or NaN).
 
   Counted on the program as traced, lowered for the CPU whatever the default
   device, so every device gets the same count: on a GPU the lowered program

@@ -44,7 +44,7 @@ for start in range(0, len(images), 4096):
 
 
 def peak_rss_gib(cmd: list[str]) -> float:
-  """Run ``cmd``; its peak resident set size from ``getrusage`` (via ``wait4``, for that child alone).
+  """Run ``cmd``; its peak resident set size (``wait4``'s ``getrusage``, that child alone).
 
   A child's ``ru_maxrss`` starts from its parent's size at fork, so this
   process keeps itself small (the data is written in small chunks).
@@ -87,7 +87,8 @@ def main(argv):
     start = time.perf_counter()
     write_dataset(work / "galaxies.npy", count)
     print(
-      f"wrote {count} images of {_SIZE}×{_SIZE}×3 = {nbytes / 1e9:.2f} GB in {time.perf_counter() - start:.0f} s "
+      f"wrote {count} images of {_SIZE}×{_SIZE}×3 = {nbytes / 1e9:.2f} GB in "
+      f"{time.perf_counter() - start:.0f} s "
       f"({work / 'galaxies.npy'})",
       flush=True,
     )
@@ -115,7 +116,8 @@ def main(argv):
     train_rss = peak_rss_gib(cmd)
     seconds = time.perf_counter() - start
     print(
-      f"trained {steps} steps of {_BATCH} (one epoch, {steps * _BATCH} images, {steps * _BATCH * _SIZE * _SIZE * 3 / 1e9:.2f} GB "
+      f"trained {steps} steps of {_BATCH} (one epoch, {steps * _BATCH} images, "
+      f"{steps * _BATCH * _SIZE * _SIZE * 3 / 1e9:.2f} GB "
       f"read) in {seconds:.0f} s: peak RSS {train_rss:.2f} GiB",
       flush=True,
     )
@@ -123,7 +125,8 @@ def main(argv):
     mmap_rss = peak_rss_gib([sys.executable, "-c", _MMAP_PASS, str(work / "galaxies.npy")])
     print(f"for comparison, one pass over np.load(mmap_mode='r'): peak RSS {mmap_rss:.2f} GiB")
     print(
-      f"this process (writing the data): peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+      "this process (writing the data): peak RSS "
+      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
     )
   finally:
     shutil.rmtree(work, ignore_errors=True)

@@ -41,8 +41,8 @@ def _flat(images: np.ndarray) -> np.ndarray:
 def _fit_pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
   """Mean and top-k principal directions (orthonormal rows) of the flat images x.
 
-  From the eigenvectors of the smaller of the two Gram matrices: for 1260 galaxies of 196 608 numbers
-  that is 1260×1260, seconds where an SVD of the data takes a minute and a half.
+  From the eigenvectors of the smaller of the two Gram matrices: for 1260 galaxies of 196 608
+  numbers that is 1260×1260, seconds where an SVD of the data takes a minute and a half.
   """
   mean = x.mean(0)
   d = x - mean
@@ -60,7 +60,7 @@ def _project(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 def _clipped_mse(recon: np.ndarray, x: np.ndarray) -> np.ndarray:
-  """Per-image mean squared error of flat reconstructions clipped to [0, 1], as decoded images are."""
+  """Per-image mean squared error of flat reconstructions clipped to [0, 1] (as decoded images)."""
   return np.mean((np.clip(recon, 0.0, 1.0) - x) ** 2, axis=1)
 
 
@@ -75,20 +75,20 @@ def _psnr(recon: np.ndarray, x: np.ndarray, pooled: bool = False) -> float:
 
 
 def pca_psnr(train: np.ndarray, val: np.ndarray, k: int, pooled: bool = False) -> float:
-  """PSNR (dB, per-image mean or ``pooled``) of val images projected on the top-k principal components of train."""
+  """PSNR (per-image mean, or ``pooled``) of val images projected on train's top-k components."""
   mean, basis = _fit_pca(_flat(train), k)
   y = _flat(val)
   return _psnr(_project(y, mean, basis), y, pooled)
 
 
 def _residual_energy(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
-  """Per-image squared error of projecting x on (mean, orthonormal basis), without forming the projections."""
+  """Per-image squared error of projecting x on (mean, orthonormal basis), projections unformed."""
   d = x - mean
   return np.sum(d * d, axis=1) - np.sum((d @ basis.T) ** 2, axis=1)
 
 
 def _best_of(x: np.ndarray, fits: list) -> tuple[np.ndarray, np.ndarray]:
-  """(index of the subspace that reconstructs each image best, those reconstructions' clipped per-image MSE)."""
+  """(the best subspace of each image, the clipped per-image MSE of its reconstruction there)."""
   best = np.argmin(np.stack([_residual_energy(x, *fit) for fit in fits]), axis=0)
   mse = np.empty(len(x))
   for c, fit in enumerate(fits):
@@ -100,13 +100,14 @@ def _best_of(x: np.ndarray, fits: list) -> tuple[np.ndarray, np.ndarray]:
 def local_pca_psnr(
   train: np.ndarray, val: np.ndarray, k: int, subspaces: int, iterations: int = 15, seed: int = 0
 ) -> dict[str, float]:
-  """Train and val PSNR (per-image mean and pooled) of k-subspaces: each image projected on the best of
-  `subspaces` local k-PCAs.
+  """Train and val PSNR (per-image mean and pooled) of k-subspaces.
 
-  Lloyd iterations from a random assignment: fit one PCA per cluster, reassign every training image to
-  the subspace that reconstructs it best. A cluster left with fewer than 2k images is refitted as the
-  global PCA (too few images to fit k directions). One subspace's residuals in memory at a time, so
-  256×256 RGB splits fit.
+  Each image is projected on the best of `subspaces` local k-PCAs.
+
+  Lloyd iterations from a random assignment: fit one PCA per cluster, reassign every training image
+  to the subspace that reconstructs it best. A cluster left with fewer than 2k images is refitted as
+  the global PCA (too few images to fit k directions). One subspace's residuals in memory at a time,
+  so 256×256 RGB splits fit.
   """
   x, y = _flat(train), _flat(val)
   labels = np.random.default_rng(seed).integers(0, subspaces, len(x))

@@ -174,7 +174,8 @@ def measure(name: str, cache_dir: str) -> dict:
 def main(argv):
   del argv
   print(
-    f"{jax.devices()[0].platform}, {len(jax.devices())} device(s); load average {Path('/proc/loadavg').read_text().split()[0]}"
+    f"{jax.devices()[0].platform}, {len(jax.devices())} device(s); load average "
+    f"{Path('/proc/loadavg').read_text().split()[0]}"
   )
   header = (
     "config",

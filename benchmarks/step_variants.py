@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Before/after figures for CPU speed choices: variants of one train step timed alternately in one process.
+"""Before/after figures for speed choices: variants of one train step timed in turn, in one process.
 
 On a machine shared with other work, images/s move by tens of percent from
 minute to minute; timing the variants in turn, several windows each, and
@@ -128,7 +128,7 @@ def _reshape_max_pool(x_BHWC):
 
 
 class _NHWCConvEncoder(ConvEncoder):
-  """The conv VAE's encoder as conv → ReLU → pooling on NHWC arrays, with a chosen conv and pooling."""
+  """The conv VAE's encoder as conv → ReLU → pooling on NHWC arrays, with a chosen conv and pool."""
 
   conv: Callable = jax.lax.conv_general_dilated
   pool: Callable = _reshape_max_pool
@@ -161,7 +161,7 @@ class _TransposedConvDecoder(ConvDecoder):
 
 
 class _EinsumDown(nn.Module):
-  """A 2×2 stride-2 convolution with space-to-depth + Dense's parameters, as one einsum on a reshape."""
+  """A 2×2 stride-2 convolution with space-to-depth + Dense's parameters, as one einsum."""
 
   features: int
 
@@ -199,7 +199,7 @@ class _EinsumEncoder(FCNEncoder):
 
 
 class _VariantDecoder(FCNDecoder):
-  """The galaxy decoder with its upsamplings written another way (same channels, same ``up_neighbourhoods``).
+  """The galaxy decoder with its upsamplings written another way (same channels and sizes).
 
   ``kernel2``: the kernel-2 stages as the library's ``Dense`` + depth-to-space
   ("dense") or as one einsum on a free reshape ("einsum", same parameters).
@@ -243,7 +243,7 @@ class _VariantDecoder(FCNDecoder):
 def _step_for(
   config, options: dict | None = None, tx: optax.GradientTransformation | None = None
 ) -> tuple[Callable, int, float]:
-  """(thunk running one call of the library's train step on a fixed batch, images per call, FLOPs per image).
+  """(a thunk calling the library's train step on a fixed batch, images per call, FLOPs per image).
 
   ``tx`` replaces the config's optimiser; ``options`` are XLA compiler options.
   """
@@ -393,7 +393,8 @@ def main(argv):
       "windows": [round(v, 1) for v in r],
     }
     print(
-      f"{name:45s} {ips:10.1f} img/s  {gflops:7.1f} GFLOP/s ({gflops / peaks['f32']:.0%} of the f32 peak, "
+      f"{name:45s} {ips:10.1f} img/s  {gflops:7.1f} GFLOP/s ({gflops / peaks['f32']:.0%} of the "
+      "f32 peak, "
       f"{gflops / peaks['bf16']:.0%} of bf16)  windows {result[name]['windows']}"
     )
   print(

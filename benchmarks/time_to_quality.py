@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Wall time from the training command to a held-out PSNR target, compilation and evaluation included.
+"""Wall time from the training command to a held-out PSNR target, compilation included.
 
 Each run launches ``bin/train.py`` exactly as a user would, in a fresh
 workdir under ``--workdir-root``, starts the clock at launch, and watches the
@@ -45,8 +45,9 @@ class Run:
   limit_s: float
 
 
-# The issue's targets (issue 5): faces fast (beat PCA-10 within 60 s), faces best (17.5 dB in 10 min on the
-# 5000 faces), galaxies (27 dB in 15 min). Evaluations are frequent so the target is seen soon after it is met.
+# The issue's targets (issue 5): faces fast (beat PCA-10 within 60 s), faces best (17.5 dB in 10 min
+# on the 5000 faces), galaxies (27 dB in 15 min). Evaluations are frequent so the target is seen
+# soon after it is met.
 RUNS = {
   "faces_fast": Run(
     "configs/faces_mlp.py",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Score a trained VAE: python bin/evaluate.py --workdir W [--data SOURCE] [--split val] [--iw_samples K].
+"""Score a trained VAE: python bin/evaluate.py --workdir W [--data SOURCE] [--iw_samples K].
 
 Prints one JSON object on stdout (progress goes to stderr), e.g.
   python bin/evaluate.py --workdir runs/faces_mlp --data folder:~/my_faces --iw_samples 100

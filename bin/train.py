@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a VAE or a colouriser: python bin/train.py --config configs/galaxy.py [--workdir DIR] [--config.train.steps=N].
+"""Train a VAE or a colouriser: python bin/train.py --config configs/galaxy.py [--workdir DIR].
 
 Re-running the same command resumes from the workdir's latest checkpoint; Ctrl-C saves one first.
 Any config field can be overridden with --config.GROUP.FIELD=VALUE.

@@ -30,7 +30,7 @@ def get_config(arg=None):
 
   c.train.steps = 3000
   c.train.batch_size = 100
-  # Ten steps per compiled call (lax.scan): with the convolutions as matmuls the step is ~10 ms, and one
-  # dispatch per ten steps makes it ~10 % faster on a 2-core CPU (BENCHMARKS.md); the same parameters.
+  # Ten steps per compiled call (lax.scan): its step is short enough for the dispatches to show, and
+  # the parameters are the same.
   c.train.steps_per_dispatch = 10
   return with_preset(c, arg, {"smoke": smoke})

@@ -5,8 +5,7 @@ Run (embedded cartoon faces, no download):
 On the reference's own 1044 faces:
   python bin/train.py --config configs/faces_mlp.py --workdir runs/faces_mlp_small \
       --config.data.source=folder:../shared/data/anime_faces_30/small
-On thousands of faces, e.g. the 5000 of anime_faces_96, less weight decay pays (+0.07 to +0.10 dB
-held-out PSNR over three splits, BENCHMARKS.md):
+On thousands of faces, e.g. the 5000 of anime_faces_96, less weight decay pays (BENCHMARKS.md):
   python bin/train.py --config configs/faces_mlp.py:many_faces --workdir runs/faces_5000 \
       --config.data.source=folder:../shared/data/anime_faces_96/faces
 Presets: ``:many_faces`` (weight decay 0.3), ``:smoke`` (seconds, for tests).

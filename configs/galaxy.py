@@ -35,25 +35,19 @@ def get_config(arg=None):
   c.model.latent_dim = 4
   c.model.channels = (16, 32, 64, 128)
   c.model.mix = 0
-  # Overlapping upsamplings at 16→32→64 (k4 s2): smooth samples. 3×3 sub-pixel ones, (3, 3, 1, 1), were
-  # 17 % slower and 0.1 dB worse on Galaxy Zoo (BENCHMARKS.md).
+  # Overlapping upsamplings at 16→32→64 (k4 s2) for smooth samples (alternatives in BENCHMARKS.md).
   c.model.up_neighbourhoods = (2, 2, 1, 1)
   c.model.learned_prior = True
   c.model.output_activation = "tanh"
 
-  c.loss.scale = (
-    0.05  # about the RMSE it reaches: the best bits/dim (σ 0.03 gains 0.01 dB, costs 0.9 bits/dim)
-  )
-  # Held-out PSNR (per-image mean) on Galaxy Zoo in the 15-minute budget rose with the learning rate:
-  # 26.8 dB at 1e-3, 26.89 at 2e-3, 27.01 at 3e-3 with the 3×3 upsamplings; with the k4 s2 ones 26.99 at
-  # 2e-3, 27.07 at 3e-3, 27.03 at 4e-3 (BENCHMARKS.md, time to quality).
+  c.loss.scale = 0.05  # about the RMSE it reaches: the best bits/dim of those tried
+  # The best held-out PSNR within the time budget among the rates tried (BENCHMARKS.md).
   c.opt.learning_rate = 3e-3
 
   c.train.steps = 2400
   c.train.batch_size = 16
-  # Judged by a moving average of the parameters: at this learning rate the held-out PSNR of the latest
-  # parameters jumps by up to 0.2 dB from one evaluation to the next; the average's rises smoothly and reaches
-  # 27 dB on Galaxy Zoo ~200 steps sooner, training unchanged (BENCHMARKS.md).
+  # Judged by a moving average of the parameters, whose held-out score rises smoothly where the
+  # latest parameters' jumps between evaluations at this learning rate.
   c.train.ema_decay = 0.99
   c.train.log_every = 25
   c.train.eval_every = 250

@@ -1,8 +1,9 @@
-"""Shared test helpers: config loading, the real-data location; one XLA compilation cache per session."""
+"""Shared test helpers (configs, real data, one VAE run); one XLA compilation cache per session."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -10,16 +11,17 @@ from pathlib import Path
 
 # Many tests start bin/train.py (and a re-run of it) in fresh processes that compile the same smoke
 # steps again: JAX's persistent compilation cache, in a directory of this session's own (so every
-# session starts cold and leaves nothing behind), lets them load those programs instead. Set before JAX
-# is imported, so that this process and every subprocess it starts read it. (Where jaxlib rejects its own
-# CPU cache entries, jax-ml/jax#38445 on some Intel CPUs, they log that and compile as before.)
+# session starts cold and leaves nothing behind), lets them load those programs instead. Set before
+# JAX is imported, so that this process and every subprocess it starts read it. (Where jaxlib
+# rejects its own CPU cache entries, jax-ml/jax#38445 on some Intel CPUs, they log that and compile
+# as before.)
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="vae_jax_tests_xla_cache_")
 atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _COMPILATION_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-from vae_jax.config import config_from_file
-from vae_jax.parallel import request_deterministic_gpu_kernels
+from vae_jax.config import config_from_file  # noqa: E402
+from vae_jax.parallel import request_deterministic_gpu_kernels  # noqa: E402
 
 # Before JAX starts its backend: the resume tests that train in this process need on a GPU what
 # bin/train.py asks for (the others run bin/train.py itself).
@@ -30,9 +32,9 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Equivalence tests compare two formulations of one float32 computation at float32 tolerances; a GPU's
-# default float32 matmuls and convolutions round their inputs to TF32 (10-bit mantissa); CPUs compute
-# float32 as it is.
+# Equivalence tests compare two formulations of one float32 computation at float32 tolerances; a
+# GPU's default float32 matmuls and convolutions round their inputs to TF32 (10-bit mantissa); CPUs
+# compute float32 as it is.
 if jax.default_backend() != "cpu":
   jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -53,7 +55,7 @@ def shared_data(relative: str) -> Path:
 
 
 def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
-  """Train ``faces_mlp:smoke`` in a subprocess, SIGKILL it right after its first checkpoint lands, re-run it.
+  """Train ``faces_mlp:smoke`` in a subprocess, SIGKILL it after its first checkpoint, re-run it.
 
   The process (and any data workers, via its own session's process group) is
   killed mid-run; the same command is then run again to the end.
@@ -88,10 +90,8 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
       "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
     )
   finally:
-    try:
+    with contextlib.suppress(ProcessLookupError):
       os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-      pass
     proc.wait()
   latest = Checkpointer(ckpts).latest_step()
   assert latest is not None and latest < steps, latest
@@ -103,7 +103,7 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
 
 @pytest.fixture(scope="session")
 def smoke_vae(tmp_path_factory):
-  """One 6-step ``faces_mlp:smoke`` run, ``(workdir, final state)``, shared by the tests that only read it."""
+  """One 6-step ``faces_mlp:smoke`` run, ``(workdir, final state)``, for tests that only read it."""
   from vae_jax.tasks.vae import train_and_evaluate
 
   workdir = tmp_path_factory.mktemp("smoke_vae")

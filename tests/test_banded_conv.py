@@ -25,8 +25,9 @@ def _arrays(x_shape, k_shape, seed=0):
   )
 
 
-# (input H, W, kernel h, w, stride, input dilation, padding): every combination of strides, dilations and
-# paddings, on odd and even sizes, including outputs whose rows read only padding or dilation zeros.
+# (input H, W, kernel h, w, stride, input dilation, padding): every combination of strides,
+# dilations and paddings, on odd and even sizes, including outputs whose rows read only padding or
+# dilation zeros.
 _GEOMETRIES = [
   (7, 8, 3, 2, s, d, p) if (s + d) % 2 else (8, 5, 1, 4, s, d, p)
   for s, d, p in itertools.product([1, 2, 3], [1, 2, 3], [((0, 1), (2, 0)), ((2, 2), (1, 1))])
@@ -49,7 +50,8 @@ def test_banded_conv_is_xla_convolution(
   np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
 
-# The seed conv VAE's five layers: its two convolutions and its three transposed ones (as dilated inputs).
+# The seed conv VAE's five layers: its two convolutions and its three transposed ones (as dilated
+# inputs).
 _SEED_LAYERS = {
   "conv_0": ((30, 30, 1), (5, 5, 1, 10), 1, 0, 1),
   "conv_1": ((13, 13, 10), (5, 5, 10, 5), 2, 1, 1),
@@ -112,7 +114,7 @@ def test_banded_conv_max_pool_is_conv_then_max_pool(
 
 
 def test_pooling_gives_a_tied_window_s_gradient_to_one_value():
-  """Flat image regions give equal values in a window; the whole gradient goes to the first, as in PyTorch."""
+  """Flat regions give equal values in a window; the gradient goes to the first, as in PyTorch."""
   x = jnp.ones((1, 4, 4, 1))
   kernel = jnp.ones((1, 1, 1, 1))
   grad = jax.grad(lambda x: jnp.sum(banded_conv_max_pool_2x2(x, kernel, (1, 1), ((0, 0), (0, 0)))))(

@@ -1,4 +1,4 @@
-"""The colouriser: the reference StackNN's size, the small model, the loss, training, resume, colourised samples."""
+"""The colouriser: StackNN's size, the small model, the loss, training, resume, samples."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_conv_colorizer_shapes_and_starts_as_the_grey_image(side):
 def test_unknown_colorizer_and_grey_data_are_clear_errors():
   config = load_config("colorizer")
   config.model.name = "resnet"
-  with pytest.raises(ValueError, match="conv.*stacknn"):
+  with pytest.raises(ValueError, match=r"conv.*stacknn"):
     build_colorizer(config.model, SHAPE)
   config.model.name = "conv"
   with pytest.raises(ValueError, match="channels=3"):
@@ -106,7 +106,7 @@ def test_unknown_colorizer_and_grey_data_are_clear_errors():
 
 
 def test_a_moving_average_and_bf16_compute_train_a_colorizer_too(tmp_path):
-  """The trainer's options are every task's: the colouriser keeps an average and computes in bf16."""
+  """The trainer's options are every task's: a colouriser keeps an average and computes in bf16."""
   config = load_config("colorizer")
   config.train.ema_decay, config.train.compute_dtype = 0.9, "bfloat16"
   config.train.steps = config.train.ckpt_every = config.train.eval_every = 3
@@ -287,7 +287,8 @@ def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(
   assert tiles.shape == (2, 8, 30, 30, 3)
   np.testing.assert_array_equal(tiles[0], np.repeat(grey, 3, axis=-1))
   np.testing.assert_array_equal(tiles[1], rgb)
-  # The picture's bottom row holds the colourised tiles, upscaled ×4 (nearest neighbour) behind 2-pixel separators.
+  # The picture's bottom row holds the colourised tiles, upscaled ×4 (nearest neighbour) behind
+  # 2-pixel separators.
   side, pad = 30 * 4, 2
   top = picture.shape[0] - pad - side
   np.testing.assert_array_equal(picture[top : top + side : 4, pad : pad + side : 4], rgb[0])

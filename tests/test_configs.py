@@ -1,4 +1,4 @@
-"""Every ``configs/*.py`` builds, has the shared groups, and its smoke model fits its data; bin/train.py flags."""
+"""Every ``configs/*.py`` builds and its smoke model fits its data; bin/train.py's flags."""
 
 from __future__ import annotations
 

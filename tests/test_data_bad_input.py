@@ -267,7 +267,7 @@ def test_npz_of_wrong_shape_or_dtype_stops_before_training(tmp_path, array, mess
 
 
 def test_without_cache_the_same_files_are_skipped_and_the_same_pixels_used(crawled):
-  root, good, bad, config = crawled
+  _root, good, _bad, config = crawled
   cached = build_dataset(config)
   config = config.copy_and_resolve_references()
   config.data.cache = False

@@ -1,4 +1,4 @@
-"""Decode once: the cache is found again, rebuilt when anything changes, and matches direct decoding."""
+"""Decode once: the cache is found again, rebuilt on any change, and matches direct decoding."""
 
 from __future__ import annotations
 

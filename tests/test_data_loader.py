@@ -1,4 +1,4 @@
-"""The grain loader with worker processes, several hosts and device prefetch: same data, exact state.
+"""The grain loader with worker processes, hosts and device prefetch: same data, exact state.
 
 Image ``i`` of the generated ``.npy`` is filled with the value ``i``, so each
 batch says which images it holds.
@@ -120,7 +120,7 @@ def test_cached_images_are_not_preprocessed_twice(tmp_path):
 
 
 def test_grain_workers_leave_ctrl_c_to_the_trainer():
-  """A terminal's Ctrl-C reaches the workers too; they ignore it while the trainer saves and stops."""
+  """A terminal's Ctrl-C reaches the workers too; they ignore it while the trainer saves, stops."""
   probe = (
     "import signal; from vae_jax.data.pipeline import _init_worker; _init_worker(0, 1); "
     "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"

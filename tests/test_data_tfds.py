@@ -1,4 +1,4 @@
-"""TFDS without TensorFlow: the builders here write array_record datasets that ``tfds:`` sources train on.
+"""TFDS without TensorFlow: builders write array_record datasets that ``tfds:`` sources read.
 
 Every dataset is built from images generated in the test. TensorFlow is not
 installed here, so "not imported" is checked against a stand-in
@@ -140,7 +140,7 @@ def test_building_with_bad_arguments_says_what_to_do(tmp_path):
 
 
 def test_tensorflow_is_never_imported(tmp_path):
-  """Build with the script, read and cache a tfds: source, with a tensorflow that records imports."""
+  """Build with the script, read and cache a tfds: source; a TensorFlow stand-in records imports."""
   stand_in = tmp_path / "site" / "tensorflow"
   stand_in.mkdir(parents=True)
   log = tmp_path / "tensorflow_imports.log"

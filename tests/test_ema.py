@@ -1,4 +1,4 @@
-"""A moving average of the parameters (config.train.ema_decay): its recurrence, and that runs are judged by it."""
+"""A moving average of the parameters (``ema_decay``): its recurrence; runs are judged by it."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def test_evaluation_and_sampling_use_the_average(averaged_run):
   for x, y in zip(_leaves(restored), _leaves(final.ema_params), strict=True):
     np.testing.assert_array_equal(x, y)
   assert any(not np.array_equal(x, y) for x, y in zip(_leaves(restored), _leaves(final.params)))
-  # bin/evaluate.py's report (through open_run) and the training loop's last validation score the same parameters.
+  # bin/evaluate.py's report (through open_run) and the training loop's last validation score the
+  # same parameters.
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   last_val = [r for r in logged if r["split"] == "val"][-1]
   report = evaluate_workdir(workdir, iw_samples=1)

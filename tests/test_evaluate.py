@@ -1,4 +1,4 @@
-"""The evaluation report of a tiny trained run: its numbers agree with training's, the bound holds, any source works."""
+"""The evaluation report: its numbers agree with training's, the bound holds, any source works."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_report_agrees_with_the_training_loops_validation(workdir, report):
   assert report["n_images"] == 12  # 48 smoke images, a quarter held out
   for k in ("neg_elbo_nats", "bits_per_dim", "psnr_db", "pooled_psnr_db"):
     assert report[k] == pytest.approx(last_val[k], rel=1e-4), k
-  # Pooled: the PSNR of the split's mean squared error; by Jensen's inequality it is at most the mean per-image PSNR.
+  # Pooled: the PSNR of the split's mean squared error; by Jensen's inequality it is at most the
+  # mean per-image PSNR.
   assert report["pooled_psnr_db"] == pytest.approx(-10 * np.log10(report["mse"]), rel=1e-6)
   assert report["pooled_psnr_db"] <= report["psnr_db"] + 1e-6
   np.testing.assert_allclose(report["kl_per_dim"], last_val["kl_per_dim"], rtol=1e-3, atol=1e-3)
@@ -56,7 +57,7 @@ def test_report_agrees_with_the_training_loops_validation(workdir, report):
 
 
 def test_importance_weighting_tightens_the_bound(workdir, report):
-  """K = 1 estimates −ELBO (one draw each, so only roughly); K = 20 is a tighter (lower) NLL bound."""
+  """K = 1 estimates −ELBO (one draw each, roughly); K = 20 is a tighter (lower) NLL bound."""
   single = evaluate_workdir(workdir, iw_samples=1)
   assert single["iwae_nll_nats"] == pytest.approx(single["neg_elbo_nats"], rel=0.01)
   assert report["iwae_nll_nats"] < single["iwae_nll_nats"]
@@ -75,7 +76,7 @@ def test_synthetic_source_reports_factors_and_mig(report):
 
 
 def test_any_folder_is_scored_with_the_runs_preprocessing(workdir, tmp_path, monkeypatch):
-  """Through the decode cache, as training reads folders: an unreadable file is skipped, not fatal."""
+  """Through the decode cache, as training reads folders: an unreadable file is skipped."""
   monkeypatch.setenv("VAE_JAX_CACHE_DIR", str(tmp_path / "cache"))
   folder = tmp_path / "pictures"
   folder.mkdir()

@@ -158,7 +158,7 @@ def test_bernoulli_log_prob_matches_hand_computed_bce():
 
 @pytest.mark.parametrize("likelihood", losses.LIKELIHOODS)
 def test_mean_image_is_the_likelihoods_mean(likelihood):
-  """The Gaussian decoder outputs its mean; the Bernoulli one logits, whose mean is their sigmoid."""
+  """A Gaussian decoder outputs its mean; a Bernoulli one logits, whose mean is their sigmoid."""
   decoded = jnp.asarray([[-2.0, 0.0, 0.3, 0.9]], jnp.float32)
   want = special.expit(decoded) if likelihood == "bernoulli" else decoded
   np.testing.assert_allclose(
@@ -268,7 +268,8 @@ def test_squared_error_and_its_psnr():
   np.testing.assert_allclose(mse, [1e-2, 9e-4], rtol=1e-4)
   per_image = np.asarray(losses.psnr(jnp.asarray(x), jnp.asarray(recon)))
   np.testing.assert_allclose(per_image, [20.0, 10 * np.log10(1 / 9e-4)], rtol=1e-4)
-  # The pooled PSNR of the two (mean MSE 5.45e-3: 22.6 dB) is below the mean of their PSNRs (25.2 dB).
+  # The pooled PSNR of the two (mean MSE 5.45e-3: 22.6 dB) is below the mean of their PSNRs (25.2
+  # dB).
   pooled = float(losses.psnr_of_mse(jnp.mean(jnp.asarray(mse))))
   assert (
     pooled == pytest.approx(-10 * np.log10(5.45e-3), rel=1e-4) and pooled < per_image.mean() - 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -48,7 +49,7 @@ class LinearGaussian:
     return float(expected_log_lik - np.sum(losses.gaussian_kl(q_mean, np.log(q_var))))
 
   def log_weight_fn(self, q_mean: np.ndarray, q_var: np.ndarray, copies: int):
-    """``key -> log w`` for ``copies`` independent estimates (each row one example of the IWAE batch)."""
+    """``key -> log w`` for ``copies`` independent estimates (each row one example in the batch)."""
     mean = jnp.broadcast_to(jnp.asarray(q_mean, jnp.float32), (copies, len(q_mean)))
     logvar = jnp.broadcast_to(jnp.log(jnp.asarray(q_var, jnp.float32)), mean.shape)
     w_t, b, x = (jnp.asarray(a, jnp.float32) for a in (self.w.T, self.b, self.x))
@@ -92,7 +93,7 @@ def test_iwae_tightens_with_k_towards_the_true_log_likelihood():
       TOY.log_weight_fn(Q_MEAN, Q_VAR, 8000), jax.random.key(k), k, chunk=32
     )
     means.append(float(np.mean(bound)))
-  assert all(a < b for a, b in zip(means, means[1:])), means
+  assert all(a < b for a, b in itertools.pairwise(means)), means
   assert means[-1] <= log_px + 1e-3
   assert log_px - means[-1] < 0.05 * (log_px - elbo), (means, log_px, elbo)
 
@@ -144,6 +145,20 @@ def test_ssim_matches_a_direct_implementation(shape):
   np.testing.assert_allclose(got, [_ssim_reference(x[i], y[i]) for i in range(2)], rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(30, 30, 1), (64, 48, 3)])
+def test_ssim_and_psnr_match_dm_pix(shape):
+  """dm-pix's SSIM and PSNR give our numbers (ours runs its windows as matmuls, faster on CPU)."""
+  dm_pix = pytest.importorskip("dm_pix")
+  rng = np.random.default_rng(2)
+  x = rng.random((3,) + shape).astype(np.float32)
+  y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1).astype(np.float32)
+  np.testing.assert_allclose(metrics.ssim(x, y), dm_pix.ssim(x, y), rtol=1e-5, atol=1e-6)
+  x_uint8 = np.round(x * 255).astype(np.uint8)
+  np.testing.assert_allclose(
+    losses.psnr(x_uint8, y), dm_pix.psnr(x_uint8.astype(np.float32) / 255, y), rtol=1e-5
+  )
+
+
 def test_ssim_of_identical_images_is_one_and_of_constant_images_by_hand():
   rng = np.random.default_rng(1)
   x = rng.random((3, 12, 12, 3))
@@ -151,7 +166,8 @@ def test_ssim_of_identical_images_is_one_and_of_constant_images_by_hand():
   a, b = 0.3, 0.5  # flat images: no variance, so SSIM is the luminance term alone
   flat_a, flat_b = np.full((1, 12, 12, 1), a), np.full((1, 12, 12, 1), b)
   c1 = 0.01**2
-  # The windowed variances are E[x²] − E[x]² ≈ 0.09 − 0.09: float32 rounding leaves ~1e-8 against c2 = 9e-4.
+  # The windowed variances are E[x²] − E[x]² ≈ 0.09 − 0.09: float32 rounding leaves ~1e-8 against c2
+  # = 9e-4.
   np.testing.assert_allclose(
     metrics.ssim(flat_a, flat_b), (2 * a * b + c1) / (a * a + b * b + c1), rtol=1e-4
   )
@@ -221,7 +237,7 @@ def test_mig_is_zero_for_independent_latents(factors):
 
 
 def test_mig_penalises_a_factor_split_over_two_latents(factors):
-  """z0 and z1 both copy factor a (no gap for a), z2 copies b, nothing carries c: MIG = (0 + 1 + 0) / 3."""
+  """z0 and z1 copy factor a (no gap), z2 copies b, nothing carries c: MIG = (0 + 1 + 0) / 3."""
   latents = np.stack([factors[:, 0], 2.0 * factors[:, 0], factors[:, 1]], axis=1)
   nmi = metrics.normalized_mutual_info(latents, factors)
   score, gaps = metrics.mig(nmi)
@@ -233,7 +249,7 @@ def test_mig_penalises_a_factor_split_over_two_latents(factors):
 
 
 def test_collapsed_dimension_cannot_win_a_factor():
-  """A dimension with tiny variance that still tracks a factor (a collapsed latent) scores zero MI."""
+  """A dimension of tiny variance that still tracks a factor (a collapsed latent) scores zero MI."""
   rng = np.random.default_rng(0)
   factors = rng.uniform(size=(2000, 2))
   latents = np.stack([factors[:, 0] * 3.0, factors[:, 1] * 1e-3, rng.normal(size=2000)], axis=1)
@@ -243,7 +259,7 @@ def test_collapsed_dimension_cannot_win_a_factor():
 
 
 def test_a_constant_factor_stays_out_of_mig_beside_collapsed_dimensions():
-  """The constant factor has no entropy to share: no entry, and MIG is the other factor's gap alone."""
+  """A constant factor has no entropy to share: no entry; MIG is the other factor's gap alone."""
   rng = np.random.default_rng(0)
   factors = np.stack([rng.uniform(size=2000), np.full(2000, 0.5)], axis=1)
   collapsed = rng.normal(size=(2000, 2)) * 1e-3  # dimensions 1 and 2

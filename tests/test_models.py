@@ -1,4 +1,4 @@
-"""Model registry, the seed architectures' sizes, shapes, the FCN's space-to-depth convolutions, the learned prior."""
+"""The model registry, the seeds' sizes and shapes, the FCN's convolutions, the learned prior."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_forward_shapes(family):
 
 
 def test_encode_decode_shapes_and_consistency_with_call(family):
-  name, config, x, res = family
+  _name, config, _x, res = family
   out = res["out"]
   assert res["mean"].shape == res["logvar"].shape == (3, config.model.latent_dim)
   np.testing.assert_allclose(np.asarray(res["mean"]), np.asarray(out["mean"]), rtol=1e-6)
@@ -218,7 +218,7 @@ def test_dense_depth_to_space_is_the_transposed_convolution():
 
 
 def test_2x2_sub_pixel_upsampling_is_a_kernel_4_stride_2_transposed_convolution():
-  """``up_neighbourhoods`` 2: the decoder's 2×2 convolution + depth-to-space is a k4 s2 transposed convolution.
+  """``up_neighbourhoods`` 2: a 2×2 convolution + depth-to-space is a k4 s2 transposed one.
 
   Output pixel 2m + r reads input pixels m and m + 1 (rows and columns alike)
   through taps 1 − r and 3 − r of a 4×4 kernel: a stride-1 convolution of the
@@ -339,7 +339,8 @@ def test_learned_scale_adds_exactly_one_parameter():
   )
 
 
-# --- The learned prior and the sub-pixel upsamplings -----------------------------------------------
+# --- The learned prior and the sub-pixel upsamplings
+# -----------------------------------------------
 
 
 def test_learned_prior_leaves_the_reconstruction_alone_and_is_what_the_kl_measures_against():

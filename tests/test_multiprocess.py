@@ -1,4 +1,4 @@
-"""Two processes on this machine (CPU collectives, a localhost coordinator) train one model together."""
+"""Two processes on this machine (CPU collectives, localhost coordinator) train one model."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 def _train_in_processes(workdir) -> list[str]:
-  """``bin/train.py faces_mlp:smoke`` as NUM_PROCESSES processes of one CPU device each; returns their logs."""
+  """``bin/train.py faces_mlp:smoke`` as NUM_PROCESSES one-device processes; their logs."""
   address = f"localhost:{_free_port()}"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   procs = [
@@ -64,7 +64,7 @@ def _train_in_processes(workdir) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
-  """The workdir and process logs of a two-process run, and of the same command run again (a resume)."""
+  """The workdir and logs of a two-process run, and of the same command run again (a resume)."""
   workdir = tmp_path_factory.mktemp("two_processes")
   return workdir, _train_in_processes(workdir), _train_in_processes(workdir)
 
@@ -73,7 +73,7 @@ def test_two_processes_form_one_mesh_and_finish(two_process_run):
   workdir, logs, _ = two_process_run
   assert "2 cpu device(s)" in logs[0]  # the mesh spans both processes' devices
   steps = load_config("faces_mlp").train.steps
-  finals = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  finals = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   # Only process 0 logs: each (step, split) record appears once.
   keys = [(r["step"], r["split"]) for r in finals]
   assert len(keys) == len(set(keys)) and (steps, "val") in keys
@@ -81,7 +81,7 @@ def test_two_processes_form_one_mesh_and_finish(two_process_run):
 
 
 def test_the_processes_resume_together_from_their_checkpoint(two_process_run):
-  """Each process restores straight into the mesh's sharding (no cross-host copy of a local array)."""
+  """Each process restores straight into the mesh's sharding (no cross-host copy)."""
   _, _, again = two_process_run
   steps = load_config("faces_mlp").train.steps
   assert all(f"Resumed from step {steps}" in log for log in again)
@@ -90,14 +90,15 @@ def test_the_processes_resume_together_from_their_checkpoint(two_process_run):
 def test_their_checkpoint_restores_in_one_process_with_the_parameters_of_the_global_batches(
   two_process_run,
 ):
-  """One process replays the run: global batch = process 0's rows then process 1's, same keys and steps."""
+  """One process replays the run: global batch = process 0's rows then 1's, same keys and steps."""
   workdir, _, _ = two_process_run
   assert jax.process_count() == 1
   restored = open_run(workdir).params
 
   config = load_config("faces_mlp")
   dataset = build_dataset(config)
-  # On a CPU like the two processes (JAX_PLATFORMS=cpu), also where the default backend is a GPU with TF32 matmuls.
+  # On a CPU like the two processes (JAX_PLATFORMS=cpu), also where the default backend is a GPU
+  # with TF32 matmuls.
   with jax.default_device(jax.devices("cpu")[0]):
     keys = split_root_key(config.seed)
     _, state, step = vae_training(config, key=keys["init"])

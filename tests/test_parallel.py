@@ -88,7 +88,7 @@ def four_devices(tmp_path_factory) -> dict:
     timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+  line = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")][-1]
   return json.loads(line[len("RESULT ") :])
 
 
@@ -117,8 +117,9 @@ def test_a_colorizer_on_a_vae_trains_on_four_devices(four_devices):
 
 
 def test_four_devices_survive_many_steps_dispatched_ahead(four_devices):
-  # With many more steps pending than XLA's CPU client admits per device (32), 4 CPU devices deadlock in
-  # the gradient's collective and XLA aborts the process (parallel.dispatch_window): the fixture would fail.
+  # With many more steps pending than XLA's CPU client admits per device (32), 4 CPU devices
+  # deadlock in the gradient's collective and XLA aborts the process (parallel.dispatch_window): the
+  # fixture would fail.
   assert four_devices["unattended_fit_steps"] == UNATTENDED_STEPS
 
 

@@ -79,7 +79,7 @@ def test_split_depends_on_the_seed():
 
 @pytest.mark.parametrize("n, fraction", [(10, 1.0), (10, -0.1), (1, 0.5)])
 def test_split_rejects_impossible_requests(n, fraction):
-  with pytest.raises(ValueError, match="val_fraction|nothing left"):
+  with pytest.raises(ValueError, match=r"val_fraction|nothing left"):
     split_indices(n, fraction, seed=0)
 
 

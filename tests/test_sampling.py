@@ -1,4 +1,4 @@
-"""Sample grids from a tiny trained run: shapes, determinism, interpolation ends, traversal and manifold codes."""
+"""Sample grids of a tiny run: shapes, determinism, interpolation ends, traversal, manifold."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_load_run_without_checkpoint_says_what_to_do(trained, tmp_path):
 
 def test_load_run_reads_parameters_whatever_the_optimiser_state(trained, tmp_path):
   """A checkpoint whose optimiser state has another layout (an earlier version's) still samples."""
-  workdir, state, run, _ = trained
+  workdir, state, _run, _ = trained
   (tmp_path / "config.json").write_text((workdir / "config.json").read_text())
   other = create_train_state(lambda _: state.params, optax.sgd(0.1), jax.random.key(0))
   ckpt = Checkpointer(tmp_path / "checkpoints")

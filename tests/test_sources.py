@@ -111,7 +111,7 @@ def test_animated_gif_gives_first_frame(tmp_path):
 def test_corrupt_file_error_names_the_file(tmp_path):
   bad = tmp_path / "broken.png"
   bad.write_bytes(b"not a png")
-  with pytest.raises(ImageReadError, match="broken.png") as info:
+  with pytest.raises(ImageReadError, match=r"broken.png") as info:
     ImageFolderSource(tmp_path)[0]
   assert info.value.path == bad
 

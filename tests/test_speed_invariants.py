@@ -1,4 +1,4 @@
-"""What the speed work must not break: one trace per step function, bf16 close to f32, scan = single steps."""
+"""What speed work must not break: one trace per step, bf16 close to f32, scan = single steps."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(
     return augment(*args, **kwargs)
 
   monkeypatch.setattr(vae_task, "augment", counting_augment)
-  config, state, step, batches = _setup("faces_mlp", ema_decay=ema_decay)
+  _config, state, step, batches = _setup("faces_mlp", ema_decay=ema_decay)
   fresh = jax.tree.map(jnp.copy, state)  # the same model and optimiser, as fit's own fresh state
   key = jax.random.key(1)
   for batch in batches[: STEPS // 2]:
@@ -67,10 +67,10 @@ def test_train_step_traces_once_across_steps_and_a_checkpoint_restore(
 
 @pytest.mark.parametrize("name", ["faces_conv", "galaxy"])
 def test_bfloat16_compute_stays_close_to_float32(name):
-  """Same initial parameters and batches; bf16 activations, f32 parameters, optimiser state and loss."""
+  """Same initial parameters and batches; bf16 activations; f32 parameters, optimiser and loss."""
   losses = {}
   for dtype in ("float32", "bfloat16"):
-    config, state, step, batches = _setup(name, dtype)
+    _config, state, step, batches = _setup(name, dtype)
     out = []
     for batch in batches:
       state, metrics = step(state, batch, jax.random.key(1))
@@ -110,7 +110,7 @@ def test_several_steps_per_dispatch_give_the_parameters_of_single_steps():
 def test_steps_per_dispatch_must_divide_the_loop_boundaries(tmp_path):
   config = load_config("faces_mlp", "smoke")
   config.train.steps_per_dispatch = 4  # the smoke preset logs every 2 steps
-  with pytest.raises(ValueError, match="steps_per_dispatch=4 .*log_every=2"):
+  with pytest.raises(ValueError, match=r"steps_per_dispatch=4 .*log_every=2"):
     train_and_evaluate(config, tmp_path)
 
 

@@ -66,7 +66,7 @@ def test_run_writes_outputs(smoke_run):
 
 
 def _tensorboard_images(event_file: Path) -> dict[tuple[str, int], bytes]:
-  """{(tag, step): encoded image} from a TensorBoard event file (TFRecord framing: length, CRC, Event, CRC)."""
+  """{(tag, step): encoded image} of a TensorBoard event file (TFRecords: length, CRC, Event)."""
   from tensorboardX.proto.event_pb2 import Event
 
   data, out, at = event_file.read_bytes(), {}, 0
@@ -81,7 +81,7 @@ def _tensorboard_images(event_file: Path) -> dict[tuple[str, int], bytes]:
 
 
 def test_training_grids_are_encoded_once_at_zlibs_fastest_level(smoke_run):
-  """TensorBoard holds the very PNG written to samples/ (not a second encoding), compressed at level 1."""
+  """TensorBoard holds the very PNG written to samples/ (not a second encoding), at level 1."""
   _, workdir, _ = smoke_run
   [event_file] = (workdir / "tensorboard").glob("events.out.tfevents.*")
   logged = _tensorboard_images(event_file)
@@ -109,7 +109,7 @@ def test_rerun_resumes_and_continues(smoke_run, tmp_path):
 
 
 def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
-  """Kill -9 a training process right after a checkpoint lands; the re-run ends where an unbroken run ends."""
+  """Kill -9 a run right after a checkpoint lands; the re-run ends where an unbroken one does."""
   steps, every = 300, 100
   overrides = [
     f"--config.train.steps={steps}",
@@ -135,7 +135,7 @@ def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
 
 
 def test_ctrl_c_saves_the_step_reached_and_the_rerun_ends_as_an_unbroken_run(tmp_path):
-  """SIGINT mid-run: a checkpoint of that step (off the ckpt_every schedule), a one-line message, exit 1."""
+  """SIGINT mid-run: a checkpoint of that step (off the schedule), a one-line message, exit 1."""
   steps = 2000
   overrides = [
     f"--config.train.steps={steps}",
@@ -179,7 +179,7 @@ def test_ctrl_c_saves_the_step_reached_and_the_rerun_ends_as_an_unbroken_run(tmp
 
 def test_other_architecture_in_workdir_is_a_clear_error(smoke_run):
   _, workdir, _ = smoke_run
-  with pytest.raises(CheckpointMismatchError, match="different config.model"):
+  with pytest.raises(CheckpointMismatchError, match=r"different config.model"):
     train_and_evaluate(load_config("faces_conv"), workdir)
 
 
@@ -205,7 +205,7 @@ def test_a_resume_that_fails_leaves_the_runs_config_alone(smoke_run):
 
 
 def test_a_workdir_without_checkpoint_starts_again_with_another_config(tmp_path):
-  """A start that failed on a bad config value leaves config.json; the corrected command must not be refused."""
+  """A start that failed on a bad value leaves config.json; the corrected command is not refused."""
   bad = load_config("faces_conv")
   save_config(bad, tmp_path)
   (tmp_path / "checkpoints").mkdir()
@@ -235,13 +235,14 @@ _gradient_poison.defvjp(
 
 
 def test_a_nonfinite_gradient_stops_the_run_before_it_is_checkpointed(tmp_path):
-  """A finite loss with an infinite gradient norm: the update has made the parameters NaN already."""
+  """A finite loss with an infinite gradient norm: the update has made the parameters NaN."""
 
   def poisoned_task(config, dataset, keys, val_images):
     task = vae.build_task(config, dataset, keys, val_images)
 
     def loss(params, batch, key, step, constants):
-      # From the 4th step on, the output layer's bias gets an infinite gradient; the loss stays finite.
+      # From the 4th step on, the output layer's bias gets an infinite gradient; the loss stays
+      # finite.
       bias = params["decoder"]["out"]["bias"]
       poisoned = _gradient_poison(bias, (step >= 3).astype(jnp.float32))
       value, metrics = task.loss(params, batch, key, step, constants)
@@ -257,7 +258,7 @@ def test_a_nonfinite_gradient_stops_the_run_before_it_is_checkpointed(tmp_path):
 
 
 def test_checkpoint_of_other_shapes_is_a_clear_error(smoke_run):
-  config, workdir, state = smoke_run
+  _config, workdir, state = smoke_run
   wider = jax.tree.map(lambda x: np.zeros(x.shape + (2,), x.dtype) if x.ndim == 2 else x, state)
   with pytest.raises(CheckpointMismatchError, match="does not match"):
     Checkpointer(workdir / "checkpoints").restore(wider)

@@ -16,7 +16,7 @@ import numpy as np
 def fixed_size_batches(
   images_NHWC: np.ndarray, batch_size: int
 ) -> Iterator[tuple[np.ndarray, int]]:
-  """``(batch, count)`` over ``images_NHWC``; the last batch is zero-padded, ``count`` of it real."""
+  """``(batch, count)`` over ``images_NHWC``; the last batch is zero-padded, ``count`` real."""
   for start in range(0, len(images_NHWC), batch_size):
     batch = images_NHWC[start : start + batch_size]
     padding = np.zeros((batch_size - len(batch),) + batch.shape[1:], batch.dtype)

@@ -28,14 +28,14 @@ _STATE_FILES = ("_METADATA", "manifest.ocdbt")
 
 
 def saved_steps(directory: Path) -> list[int]:
-  """The steps of ``directory``'s checkpoints, newest first (orbax's unfinished temporaries left out)."""
+  """The steps of ``directory``'s checkpoints, newest first (orbax's unfinished ones left out)."""
   if not directory.is_dir():
     return []
   return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True)
 
 
 def has_checkpoint(directory: Path) -> bool:
-  """Whether ``directory`` holds at least one step directory (without opening a manager, which creates it)."""
+  """Whether ``directory`` holds a step directory (without opening a manager, which creates it)."""
   return bool(saved_steps(directory))
 
 
@@ -71,7 +71,7 @@ def state_metadata(step_dir: Path) -> Any:
 
 
 def _leaf_name(path: tuple) -> str:
-  """Orbax's name of a leaf: its keys joined by dots (dict keys, attribute names, tuple positions)."""
+  """Orbax's name of a leaf: its keys joined by dots (dict keys, attributes, tuple positions)."""
   return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
@@ -117,7 +117,7 @@ def restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
 
 
 def read_params(step_dir: Path, params_like: Any, field: str = "params") -> Any:
-  """The train state's ``field`` (``params``, or ``ema_params`` for their average), in ``params_like``'s structure.
+  """The state's ``field`` (``params``, or ``ema_params`` for their average), as ``params_like``.
 
   Reading the parameters alone also opens a checkpoint whose optimiser
   state has another layout (an earlier vae_jax's, or another ``opt`` config's).

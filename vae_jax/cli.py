@@ -1,4 +1,4 @@
-"""What the ``bin/`` entry points share: logging, flag parsing and error reporting (they only parse and call)."""
+"""What the ``bin/`` entry points share: logging, flag parsing and error reporting."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _check_config_flags(argv: list[str]) -> None:
 
 
 def parse_flags_or_explain(argv: list[str]) -> list[str]:
-  """absl flag parsing that reports a bad flag, config file or override in one line, exit status 2."""
+  """absl flag parsing that reports a bad flag, config file or override in one line (exit 2)."""
   try:
     _check_config_flags(argv)
     return flags.FLAGS(argv)

@@ -309,9 +309,9 @@ def _text(v) -> str | None:
 
 def _source(v) -> str | None:
   kind, _, argument = str(v).partition(":")
-  if isinstance(v, str) and argument and kind in ("synthetic", "folder", "npz", "tfds"):
-    if kind != "synthetic" or argument in ("faces", "galaxies"):
-      return None
+  known = kind in ("folder", "npz", "tfds") or argument in ("faces", "galaxies")
+  if isinstance(v, str) and argument and known and kind in ("synthetic", "folder", "npz", "tfds"):
+    return None
   return f"a data source of the form {', '.join(SOURCE_FORMS)}"
 
 
@@ -402,9 +402,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"config.train.steps_per_dispatch={k} must divide config.train's steps, log_every, "
       f"eval_every and ckpt_every ({', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not)."
     )
-  if config.task == "vae" and config.loss.likelihood == "bernoulli":
-    if config.model.output_activation != "none":
-      raise ConfigError(
-        "The Bernoulli likelihood takes logits: set config.model.output_activation='none'."
-      )
+  bernoulli = config.task == "vae" and config.loss.likelihood == "bernoulli"
+  if bernoulli and config.model.output_activation != "none":
+    raise ConfigError(
+      "The Bernoulli likelihood takes logits: set config.model.output_activation='none'."
+    )
   models.check_config(config)

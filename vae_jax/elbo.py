@@ -76,7 +76,7 @@ def make_eval_step(model: nn.Module, likelihood: str) -> Callable:
 def heldout_metrics(
   eval_step: Callable, params: Any, images_NHWC: np.ndarray, batch_size: int, key: jax.Array
 ) -> dict:
-  """The held-out metrics of ``make_eval_step`` with bits per dimension, pooled PSNR and each latent's KL.
+  """Held-out metrics of ``make_eval_step`` with bits per dimension, pooled PSNR, KL per latent.
 
   Two PSNRs, since both are in use: ``psnr_db`` is the mean of the per-image
   PSNRs; ``pooled_psnr_db`` is the PSNR of the mean squared error over every

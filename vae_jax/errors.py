@@ -46,4 +46,4 @@ class TrainingInterrupted(VaeJaxError):
 
 
 class WriteError(VaeJaxError, OSError):
-  """A file could not be written (a full disk, a read-only folder); the previous file, if any, is intact."""
+  """A file could not be written (full disk, read-only folder); its previous version is intact."""

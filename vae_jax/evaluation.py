@@ -1,4 +1,4 @@
-"""Score a trained run: ``evaluate_workdir(workdir, data=None, split="val") -> dict`` (``bin/evaluate.py``).
+"""Score a trained run: ``evaluate_workdir(workdir, data=None, split="val") -> dict``.
 
 The −ELBO, its bits per dimension, PSNR and per-dimension KL are the
 training loop's own held-out metrics (``vae_jax.elbo``), so they are the
@@ -67,7 +67,7 @@ def make_report_step(run: Run, num_samples: int, batch_size: int) -> Callable:
 def _score(
   step: Callable, params: Any, x: np.ndarray, batch_size: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """Means of the held-out sums and the per-image scores over ``x``, in zero-padded batches (one compile)."""
+  """Means of the held-out sums, and the per-image scores, over ``x`` in batches of one size."""
   totals, parts = {}, []
   for i, (batch, count) in enumerate(batching.fixed_size_batches(x, batch_size)):
     mask = (np.arange(len(batch)) < count).astype(np.float32)
@@ -146,7 +146,8 @@ def evaluate_workdir(
   )
   generator = source_from_config(config.data, data)
   if hasattr(generator, "factors"):
-    # Cached images are rows of the decode cache; ``kept`` maps them back to the generator's indices.
+    # Cached images are rows of the decode cache; ``kept`` maps them back to the generator's
+    # indices.
     rows = subset.indices[: len(x)]
     indices = subset.source.kept[rows] if hasattr(subset.source, "kept") else rows
     factors = np.stack([generator.factors(int(i)) for i in indices])

@@ -1,4 +1,4 @@
-"""Open a trained run and look inside it: ``run = open_run(workdir)``; ``run.encode``, ``run.decode``, …
+"""Open a trained run and look inside it: ``run = open_run(workdir)``, then ``run.decode(z)``, ….
 
 Light on purpose: it builds the model from the run's saved config, reads
 only the parameters the run is judged by (the moving average if it keeps
@@ -43,7 +43,7 @@ COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 
 
 def jit(fn: Callable, **kwargs) -> Callable:
-  """``jax.jit`` with ``COMPILER_OPTIONS``: for programs that are compiled each time a run is opened."""
+  """``jax.jit`` with ``COMPILER_OPTIONS``, for programs compiled each time a run is opened."""
   return jax.jit(fn, compiler_options=COMPILER_OPTIONS, **kwargs)
 
 
@@ -53,14 +53,15 @@ def _padded_size(n: int) -> int:
 
 
 def in_batches(fn: Callable[[jax.Array], Any], x: np.ndarray) -> Any:
-  """``fn`` over the leading axis of ``x`` in padded chunks (a few compiled shapes), results concatenated."""
+  """``fn`` over the leading axis of ``x`` in padded chunks (a few compiled shapes)."""
   x = np.asarray(x)
   parts = []
   for start in range(0, len(x), MAX_BATCH):
     chunk = x[start : start + MAX_BATCH]
     padded = np.zeros((_padded_size(len(chunk)),) + chunk.shape[1:], chunk.dtype)
     padded[: len(chunk)] = chunk
-    parts.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a)[:n], fn(padded)))
+    count = len(chunk)
+    parts.append(jax.tree.map(lambda a, count=count: np.asarray(a)[:count], fn(padded)))
   if not parts:
     return jax.tree.map(lambda a: np.asarray(a)[:0], fn(np.zeros((1,) + x.shape[1:], x.dtype)))
   return jax.tree.map(lambda *a: np.concatenate(a), *parts)
@@ -69,7 +70,7 @@ def in_batches(fn: Callable[[jax.Array], Any], x: np.ndarray) -> Any:
 def _read_params(
   workdir: Path, model: nn.Module, dummy: jax.ShapeDtypeStruct, field: str, train_hint: str
 ):
-  """(step, parameters) of ``workdir``'s newest intact checkpoint, shaped by ``model.init`` (traced only)."""
+  """(step, parameters) of ``workdir``'s newest intact checkpoint, shaped as ``model.init``'s."""
   ckpt_dir = workdir / "checkpoints"
   if not checkpoint.has_checkpoint(ckpt_dir):
     raise CheckpointNotFoundError(
@@ -137,7 +138,7 @@ class Run:
     return in_batches(self._encode, np.asarray(x_uint8, np.uint8))
 
   def decode(self, z_NZ: np.ndarray) -> np.ndarray:
-    """Decoder means of latent codes (prior coordinates: N(0, I) draws are samples) as uint8 N×H×W×C."""
+    """Decoder means of codes (N(0, I) draws are prior samples) as uint8 images N×H×W×C."""
     return in_batches(self._decode, np.asarray(z_NZ, np.float32))
 
   def reconstruct(self, x_uint8: np.ndarray) -> np.ndarray:

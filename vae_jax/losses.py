@@ -56,15 +56,16 @@ def discretized_gaussian_log_prob(
   upper = jnp.where(x_uint8 == 255, jnp.inf, (x + half_bin - loc) * inv_scale)
   lower = jnp.where(x_uint8 == 0, -jnp.inf, (x - half_bin - loc) * inv_scale)
   # log(Φ(u) − Φ(l)) = log Φ(u) + log(1 − Φ(l)/Φ(u)), accurate where Φ is small: a bin right of the
-  # mean is mirrored to the left (Φ(u) − Φ(l) = Φ(−l) − Φ(−u)). Two log Φ per pixel, each a piecewise
-  # series that dominates evaluation time, so the mirroring picks their arguments, not their results.
+  # mean is mirrored to the left (Φ(u) − Φ(l) = Φ(−l) − Φ(−u)). Two log Φ per pixel, each a
+  # piecewise series that dominates evaluation time, so the mirroring picks their arguments, not
+  # their results.
   right = lower > 0
   log_hi = jax.scipy.special.log_ndtr(jnp.where(right, -lower, upper))
   log_lo = jax.scipy.special.log_ndtr(jnp.where(right, -upper, lower))
   logp = log_hi + jnp.log1p(-jnp.exp(log_lo - log_hi))
-  # Bins much narrower than σ: Φ(u) − Φ(l) cancels in float32, so use the density times the bin width
-  # (the midpoint rule, relative error (width/σ)²·|z² − 1|/24). Not max(logp, density): near the mode the
-  # density overestimates the bin and the 256 probabilities would sum to more than one.
+  # Bins much narrower than σ: Φ(u) − Φ(l) cancels in float32, so use the density times the bin
+  # width (the midpoint rule, relative error (width/σ)²·|z² − 1|/24). Not max(logp, density): near
+  # the mode the density overestimates the bin and the 256 probabilities would sum to more than one.
   density = (
     -0.5 * jnp.square((x - loc) * inv_scale) - log_scale - _HALF_LOG_2PI + math.log(2 * half_bin)
   )
@@ -123,7 +124,7 @@ def kl_weight(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
 
 
 def kl_with_free_bits(kl_BZ: jax.Array, free_bits: float) -> jax.Array:
-  """Per-image KL for the objective, with no pull on dimensions whose batch mean is below ``free_bits`` nats.
+  """Per-image KL for the objective, no pull on dimensions under ``free_bits`` nats.
 
   Free bits (Kingma et al., 2016) stop the optimiser from squeezing a
   dimension's KL below the budget: a dimension whose batch-mean KL is under
@@ -142,13 +143,13 @@ def bits_per_dim(nats_per_image: jax.Array, num_dims: int) -> jax.Array:
 
 
 def squared_error(x_uint8: jax.Array, recon01: jax.Array) -> jax.Array:
-  """Per-image mean squared error of a [0, 1] reconstruction, clipped to the data range, against uint8 data."""
+  """Per-image mean squared error of a [0, 1] reconstruction (clipped) against uint8 data."""
   x = to_unit(x_uint8)
   return jnp.mean(jnp.square(x - jnp.clip(recon01, 0.0, 1.0)).reshape(x.shape[0], -1), axis=-1)
 
 
 def psnr_of_mse(mse: jax.Array) -> jax.Array:
-  """PSNR in dB (peak 1) of a mean squared error on the [0, 1] scale; capped at 100 dB for a perfect match."""
+  """PSNR in dB (peak 1) of a mean squared error on the [0, 1] scale; 100 dB for a perfect match."""
   return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
 
 

@@ -125,12 +125,12 @@ ACTIVE_VARIANCE = 0.01  # the usual threshold (Burda et al., 2016)
 
 
 def active_units(means_NZ: np.ndarray, threshold: float = ACTIVE_VARIANCE) -> int:
-  """Number of latent dimensions whose posterior mean has variance over the data above ``threshold``."""
+  """How many latent dimensions' posterior means vary over the data by more than ``threshold``."""
   return int(np.sum(np.var(np.asarray(means_NZ, np.float64), axis=0) > threshold))
 
 
 def discretize(values_N: np.ndarray, bins: int) -> np.ndarray:
-  """Integer codes of a variable: its distinct values if there are at most ``bins``, else equal-width bins."""
+  """Integer codes of a variable: its distinct values if at most ``bins``, else equal-width bins."""
   values_N = np.asarray(values_N, np.float64)
   distinct, codes = np.unique(values_N, return_inverse=True)
   if len(distinct) <= bins:

@@ -1,4 +1,4 @@
-"""Data parallelism over every device: a 1-D mesh, batches split along ``data``, everything else replicated.
+"""Data parallelism over every device: a 1-D mesh, batches split along ``data``, all else copied.
 
 The same code runs on one CPU, on N forced CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=N``), on a multi-GPU
@@ -45,15 +45,13 @@ DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def request_deterministic_gpu_kernels(enabled: bool = True) -> None:
-  """Ask XLA for bit-reproducible GPU kernels (in ``XLA_FLAGS``); call before JAX starts its backend.
+  """Ask XLA for bit-reproducible GPU kernels (``XLA_FLAGS``); call before JAX starts its backend.
 
-  ``bin/train.py`` does, unless ``config.train.deterministic`` is False.
-  Measured on an H100: with XLA's default GPU kernels a killed and resumed
-  run ended with other parameters than an unbroken one (the resume tests
-  failed); with this flag they all passed, and the galaxy step lost 30 % of
-  its speed (BENCHMARKS.md). The same option given to the train step alone
-  (``jax.jit(..., compiler_options=...)``) slowed it as much but did not
-  make the runs match, so it is set for the whole process. A flag for
+  ``bin/train.py`` does, unless ``config.train.deterministic`` is False:
+  with XLA's default GPU kernels a killed and resumed run ends with other
+  parameters than an unbroken one, and the flag given to the train step
+  alone did not make the runs match, so it is set for the whole process
+  (the cost in speed is in BENCHMARKS.md). A flag for
   ``xla_gpu_deterministic_ops`` already in ``XLA_FLAGS`` is left as it is;
   CPUs ignore it.
   """
@@ -62,20 +60,22 @@ def request_deterministic_gpu_kernels(enabled: bool = True) -> None:
 
 
 def _deterministic_ops_flag_set() -> bool:
-  """Whether ``XLA_FLAGS`` says anything about ``xla_gpu_deterministic_ops`` (ours, or the user's choice)."""
+  """Whether ``XLA_FLAGS`` sets ``xla_gpu_deterministic_ops`` (ours, or the user's choice)."""
   return "xla_gpu_deterministic_ops" in os.environ.get("XLA_FLAGS", "")
 
 
 def warn_unless_deterministic_gpu_kernels(enabled: bool = True) -> None:
-  """Warn when a run on a GPU meant to be reproducible started without ``request_deterministic_gpu_kernels``.
+  """Warn when a GPU run meant to be reproducible started without deterministic kernels.
 
   The case of ``vae_jax.train.train_and_evaluate`` called from a user's own
   Python: only ``bin/train.py`` sets the flag itself.
   """
   if enabled and jax.default_backend() == "gpu" and not _deterministic_ops_flag_set():
     log.warning(
-      "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an unbroken one "
-      "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches JAX (bin/train.py "
+      "XLA's default GPU kernels are not bit-reproducible: a resumed run will not end where an "
+      "unbroken one "
+      "does. Call vae_jax.parallel.request_deterministic_gpu_kernels() before anything touches "
+      "JAX (bin/train.py "
       "does), or set --config.train.deterministic=False to accept that."
     )
 
@@ -113,7 +113,7 @@ def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
 
 
 def check_batch_size(batch_size: int, num_devices: int) -> None:
-  """Raise unless the global batch splits evenly over ``num_devices`` (a mesh's ``devices.size``)."""
+  """Raise unless the global batch splits evenly over ``num_devices`` (``mesh.devices.size``)."""
   n = num_devices
   if batch_size < 1:
     raise ConfigError(f"config.train.batch_size must be at least 1; got {batch_size}.")
@@ -125,14 +125,14 @@ def check_batch_size(batch_size: int, num_devices: int) -> None:
 
 
 def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
-  """The batch axis (leading, or second for k stacked batches) split over ``data``; other axes whole."""
+  """The batch axis (leading, or second of k stacked batches) split over ``data``; others whole."""
   return NamedSharding(
     mesh, PartitionSpec(None, DATA_AXIS) if stacked else PartitionSpec(DATA_AXIS)
   )
 
 
 class DispatchWindow:
-  """At most ``size`` dispatched programs pending (None: no limit); beyond that the host waits for the oldest.
+  """At most ``size`` dispatched programs pending (None: no limit); beyond, the host waits.
 
   JAX dispatches asynchronously, so a loop of train steps runs ahead of the
   devices until something reads a result (fit reads metrics every
@@ -144,7 +144,7 @@ class DispatchWindow:
     self._pending: collections.deque = collections.deque()
 
   def add(self, result: Any) -> None:
-    """Record one dispatched program's output (any pytree of arrays); wait for the oldest beyond ``size``."""
+    """Record one dispatched program's output; wait for the oldest beyond ``size``."""
     if self._size is None:
       return
     self._pending.append(result)
@@ -155,12 +155,10 @@ class DispatchWindow:
 def dispatch_window(mesh: Mesh) -> DispatchWindow:
   """16 steps ahead at most where a process drives several CPU devices; unlimited elsewhere.
 
-  XLA's CPU client admits 32 pending executions per device. With several CPU
-  devices in one process (``XLA_FLAGS=--xla_force_host_platform_device_count=N``)
-  going past that deadlocks the train step's collective, and XLA aborts the
-  run after 40 s: seen with 2 and 4 forced devices and ``configs/faces_mlp.py``
-  (~140 steps in) every time 64 or more steps could be pending, never with 32
-  or fewer. Elsewhere the host is left to run ahead as far as JAX lets it.
+  XLA's CPU client admits 32 pending executions per device; with several
+  CPU devices in one process (``--xla_force_host_platform_device_count=N``)
+  going past that deadlocks the train step's collective. Elsewhere the host
+  is left to run ahead as far as JAX lets it.
   """
   several_cpus = len(mesh.local_devices) > 1 and mesh.local_devices[0].platform == "cpu"
   return DispatchWindow(16 if several_cpus else None)
@@ -171,7 +169,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Every leaf of ``tree`` (parameters, optimiser state, keys) copied to every device of the mesh."""
+  """Every leaf of ``tree`` (parameters, optimiser state, keys) on every device of the mesh."""
   return jax.device_put(tree, replicated(mesh))
 
 

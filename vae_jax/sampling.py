@@ -114,7 +114,7 @@ def interp_tiles(
   spherical: bool = False,
   interior: int = INTERIOR_POINTS,
 ) -> np.ndarray:
-  """One row per pair: input a, decoded path from a's to b's posterior mean (``interior`` points between), input b.
+  """One row per pair: input a, the decoded path from a's to b's posterior mean, input b.
 
   Columns 1 and -2 are the reconstructions of the two inputs (the path's
   ends); columns 0 and -1 the inputs themselves.
@@ -141,7 +141,7 @@ def manifold_tiles(run: Run, dims: tuple[int, int], side: int) -> np.ndarray:
 def colorize_prior(
   run: Run, colorizer: Colorizer, count: int, key: jax.Array, temperature: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
-  """``count`` grey decoded prior draws z ~ N(0, temperature² I) and their colourised versions (uint8)."""
+  """``count`` grey decoded draws z ~ N(0, temperature² I) and their colourised versions (uint8)."""
   if run.image_shape[-1] != 1:
     raise ConfigError("The colouriser colours grey samples; this VAE models RGB images already.")
   grey = run.sample(key, count, temperature)
@@ -154,7 +154,7 @@ def largest_kl_dims(kl_Z: np.ndarray, count: int = 2) -> tuple[int, ...]:
 
 
 class Images:
-  """The images a picture draws from: the run's split or ``--data``, loaded only if a kind needs them."""
+  """The images a picture draws from (the run's split or ``--data``), loaded when needed."""
 
   def __init__(self, run: Run, data: str | None = None, split: str = "val"):
     self._args = (run.config, data, split)
@@ -166,7 +166,7 @@ class Images:
     return self._subset
 
   def chosen(self, count: int, seed: int) -> np.ndarray:
-    """``count`` distinct images picked by ``seed`` (all of them, in that order, if there are fewer)."""
+    """``count`` distinct images picked by ``seed`` (all of them, shuffled, if there are fewer)."""
     subset, preprocess = self._loaded()
     order = np.random.default_rng(seed).permutation(len(subset))[:count]
     return load_images(Subset(subset.source, subset.indices[order]), preprocess)
@@ -194,7 +194,8 @@ class Kind:
       getattr(self, "temperature", 0.0)
     ):
       raise ConfigError(
-        f"The prior temperature is a standard deviation, a finite number at least 0; got {self.temperature}."
+        "The prior temperature is a standard deviation, a finite number at least 0; got "
+        f"{self.temperature}."
       )
 
   @property
@@ -272,7 +273,7 @@ class Interp(Kind):
 
 @dataclasses.dataclass(frozen=True)
 class Traverse(Kind):
-  """One row per latent dimension, ``steps`` codes over ±3 around one encoded image, labelled with its KL."""
+  """One row per latent dimension, ``steps`` codes over ±3 around one encoded image, with its KL."""
 
   steps: int = 11
   size_field: ClassVar[str] = "steps"
@@ -292,7 +293,7 @@ class Traverse(Kind):
 
 @dataclasses.dataclass(frozen=True)
 class Manifold(Kind):
-  """A side×side map of two latent dimensions (default: the two with the largest KL), others at 0."""
+  """A side×side map of two latent dimensions (default: the two of largest KL), the others at 0."""
 
   side: int = 12
   dims: tuple[int, int] | None = None

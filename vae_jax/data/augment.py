@@ -25,10 +25,9 @@ def affine_warp(
 
   Bilinear sampling with edge values repeated outside the frame; returns floats.
   The images are warped in a loop over chunks of ~8 k pixels (``lax.map``)
-  rather than all at once: inside a train step, XLA's CPU backend compiles
-  the four bilinear gathers of a whole vmapped batch as separate loop
-  fusions, together a third of the faces MLP's step, while a loop body is
-  compiled on its own and runs several times faster (BENCHMARKS.md).
+  rather than all at once: XLA's CPU backend compiles the bilinear gathers
+  of a whole batch as separate slow loop fusions, and a loop body much
+  faster (BENCHMARKS.md).
   """
   _, h, w, _ = x_BHWC.shape
   rows, cols = jnp.meshgrid(
@@ -57,7 +56,7 @@ def affine_warp(
 def random_affine(
   x_BHWC: jax.Array, key: jax.Array, max_shift: float, max_rotation_deg: float, max_zoom: float
 ) -> jax.Array:
-  """``affine_warp`` with each image's shift, rotation and zoom drawn uniformly within the limits."""
+  """``affine_warp`` with each image's shift, rotation and zoom drawn uniformly in the limits."""
   b = x_BHWC.shape[0]
   k_shift, k_rot, k_zoom = jax.random.split(key, 3)
   shift = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift)
@@ -69,7 +68,7 @@ def random_affine(
 
 
 def augment(x_uint8: jax.Array, key: jax.Array, data_cfg: ml_collections.ConfigDict) -> jax.Array:
-  """The augmentation ``config.data`` asks for (``hflip``, ``max_shift``, ``max_rotation``, ``max_zoom``).
+  """The augmentation ``config.data`` asks for (flips, shifts, rotations, zooms).
 
   Returns uint8 (rounded) so the likelihood sees values on the data's own grid.
   """

@@ -51,7 +51,7 @@ _META, _IMAGES = "meta.json", "images.npy"
 
 
 def default_cache_dir() -> Path:
-  """``$VAE_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/vae_jax``, else ``~/.cache/vae_jax``: never inside the repository."""
+  """``$VAE_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/vae_jax``, else ``~/.cache/vae_jax``."""
   if os.environ.get(CACHE_DIR_ENV):
     return Path(os.environ[CACHE_DIR_ENV]).expanduser()
   return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vae_jax"
@@ -95,17 +95,19 @@ class CachedImages:
     return self.rows.take(self.kept[np.asarray(indices, dtype=np.int64)])
 
   def __repr__(self) -> str:
-    return f"CachedImages({str(self.directory)!r}, {len(self)} images of {self.preprocessed_with.output_shape})"
+    shape = self.preprocessed_with.output_shape
+    return f"CachedImages({str(self.directory)!r}, {len(self)} images of {shape})"
 
 
 def cache_directory(source: Any, preprocess: Preprocess, cache_dir: str | Path) -> Path:
-  """Where the cache of ``source`` under ``preprocess`` lives: ``<name>-<settings hash>-<content hash>``.
+  """Where the cache of ``source`` under ``preprocess`` lives (name, settings and content hashes).
 
   Stats every file of the source (a second or two for 100 000 files), which
   is what lets a changed folder be noticed.
   """
   identity = source.identity()
-  settings = f"vae_jax decode cache v{CACHE_VERSION}\n{identity}\n{json.dumps(dataclasses.asdict(preprocess), sort_keys=True)}\n"
+  preprocessing = json.dumps(dataclasses.asdict(preprocess), sort_keys=True)
+  settings = f"vae_jax decode cache v{CACHE_VERSION}\n{identity}\n{preprocessing}\n"
   content = hashlib.sha256(settings.encode("utf-8", "surrogateescape"))
   for line in source.fingerprint():
     content.update(line.encode("utf-8", "surrogateescape") + b"\n")
@@ -201,8 +203,7 @@ def _decode_chunks(
   Chunks are decoded in threads: PIL releases the GIL while it decodes and
   resizes, so threads use every core on photographs, and unlike processes
   they need no start-up, no copying of results, and no ``__main__`` guard
-  in the user's script. (Measured on 2 busy cores: worker processes were
-  2–3× slower than one thread, threads as fast or faster.)
+  in the user's script (processes were slower, BENCHMARKS.md).
   """
   n = len(source)
   workers = workers or os.cpu_count() or 1

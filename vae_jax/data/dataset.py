@@ -30,7 +30,8 @@ from vae_jax.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
-# Offset that gives the split its own stream of the run's seed (the shuffle has another: pipeline.py).
+# Offset that gives the split its own stream of the run's seed (the shuffle has another:
+# pipeline.py).
 _SPLIT_SEED = 1
 
 
@@ -100,7 +101,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
   if not 0.0 <= val_fraction < 1.0:
     raise ConfigError(f"config.data.val_fraction must be in [0, 1); got {val_fraction}.")
   order = np.random.default_rng([seed, _SPLIT_SEED]).permutation(n)
-  n_val = int(round(n * val_fraction))
+  n_val = round(n * val_fraction)
   if val_fraction > 0:
     n_val = max(n_val, 1)
   if n - n_val < 1:
@@ -113,7 +114,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def usable_images(
   source: Any, preprocess: Preprocess, data_cfg: ml_collections.ConfigDict
 ) -> tuple[Any, DataReport]:
-  """The items of ``source`` that survive decoding and ``preprocess``, and the report of what did not.
+  """The items of ``source`` that survive decoding and ``preprocess``, and what did not.
 
   Decoded sources go through the cache (``config.data.cache``), or are
   checked item by item without it; other sources (procedural, arrays
@@ -150,7 +151,7 @@ def usable_images(
 def load_source(
   data_cfg: ml_collections.ConfigDict, workdir: str | Path | None = None
 ) -> tuple[Any, Preprocess, DataReport]:
-  """The usable images of ``data_cfg.source`` (through the decode cache), their preprocessing and the report.
+  """The usable images of ``data_cfg.source``, their preprocessing and a report.
 
   Args:
     data_cfg: a config's ``data`` group.
@@ -170,7 +171,7 @@ def load_source(
 
 
 def build_dataset(config: ml_collections.ConfigDict, workdir: str | Path | None = None) -> Dataset:
-  """Usable images, preprocessing and split for a run's config (``load_source``, then the seeded split)."""
+  """Usable images, preprocessing and split of a run's config (``load_source``, then the split)."""
   images, preprocess, report = load_source(config.data, workdir)
   train_idx, val_idx = split_indices(len(images), config.data.val_fraction, config.seed)
   return Dataset(images, preprocess, train_idx, val_idx, report)
@@ -242,7 +243,8 @@ def run_images(
     subset = getattr(dataset, split)
     if not len(subset):
       raise DataError(
-        f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or --data."
+        f"The run's {split} split is empty (config.data.val_fraction=0?); use another split or "
+        "--data."
       )
     return subset, dataset.preprocess
   data_cfg = config.data.copy_and_resolve_references()

@@ -46,8 +46,10 @@ class NpyRows:
       self.offset = f.tell()
     if fortran_order or dtype.hasobject or not shape:
       raise DataError(
-        f"{self.path} holds a {'Fortran-ordered ' if fortran_order else ''}array of shape {shape} dtype {dtype}; "
-        "row access needs a C-ordered numeric array with at least one axis (re-save it with np.save(np.ascontiguousarray(x)))."
+        f"{self.path} holds a {'Fortran-ordered ' if fortran_order else ''}array of shape {shape} "
+        f"dtype {dtype}; "
+        "row access needs a C-ordered numeric array with at least one axis (re-save it with "
+        "np.save(np.ascontiguousarray(x)))."
       )
     self.shape: tuple[int, ...] = tuple(shape)
     self.dtype = dtype

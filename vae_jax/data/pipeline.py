@@ -26,7 +26,8 @@ from vae_jax.data.dataset import Dataset, preprocessing_to_apply, read_items
 from vae_jax.data.preprocess import Preprocess
 from vae_jax.errors import ConfigError
 
-# Offset that gives the shuffle its own stream of the run's seed (the split has another: dataset.py).
+# Offset that gives the shuffle its own stream of the run's seed (the split has another:
+# dataset.py).
 _SHUFFLE_SEED = 2
 
 
@@ -123,7 +124,8 @@ def train_iterator(
   local_batch = batch_size // count
   if local_batch > len(local):
     raise ConfigError(
-      f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} training images; "
+      f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} "
+      "training images; "
       f"pass a smaller one, e.g. --config.train.batch_size={max(count, len(local) // 2 * count)}."
     )
   batches = grain.MapDataset.source(ShuffledBatches(local, local_batch, seed)).map(
@@ -140,7 +142,7 @@ def train_iterator(
 
 
 class BatchStream(grain.DatasetIterator):
-  """Iterates ``batches`` (a grain MapDataset) from ``next_batch`` on; that number is its whole state.
+  """Iterates ``batches`` (a grain MapDataset) from ``next_batch`` on, its whole state.
 
   The grain iterator underneath (threads, optional worker processes) is
   opened on first use and reopened at the restored position by

@@ -122,7 +122,8 @@ class Preprocess:
     """Return a C-contiguous uint8 array of shape (image_size, image_size, channels)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
       raise DataError(
-        f"expected a uint8 H×W×C image with C in (1, 3), got shape {image.shape} dtype {image.dtype}"
+        f"expected a uint8 H×W×C image with C in (1, 3), got shape {image.shape} dtype "
+        f"{image.dtype}"
       )
     height, width = image.shape[:2]
     if self.crop_size:
@@ -134,7 +135,8 @@ class Preprocess:
     side = min(image.shape[:2])
     if self.max_upscale and side * self.max_upscale < self.image_size:
       raise DataError(
-        f"image of {height}×{width} pixels is too small for image_size={self.image_size}: it would be "
+        f"image of {height}×{width} pixels is too small for image_size={self.image_size}: it "
+        "would be "
         f"enlarged {self.image_size / side:.1f}× (max_upscale={self.max_upscale:g})"
       )
     if self.crop == "center":

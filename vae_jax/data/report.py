@@ -66,6 +66,7 @@ class DataReport:
     where = f" Every skipped item is listed in {report_path}." if report_path else ""
     raise NoUsableImagesError(
       f"No usable images in {self.source}: all {self.items} were skipped ({examples}).{where} "
-      f"Fix or replace the files, or adjust the preprocessing (config.data.image_size={image_size}, "
+      "Fix or replace the files, or adjust the preprocessing "
+      f"(config.data.image_size={image_size}, "
       "crop_size, max_upscale, max_image_pixels)."
     )

@@ -303,7 +303,8 @@ def _array_from_npz(path: Path) -> np.ndarray:
     if len(keys) == 1:
       return archive[keys[0]]
   raise DataError(
-    f"{path} holds arrays {keys} and none is named 'images'; store the images under the key 'images'"
+    f"{path} holds arrays {keys} and none is named 'images'; store the images under the key "
+    "'images'"
   )
 
 
@@ -351,11 +352,16 @@ class TfdsSource:
     where = f"--data_dir={data_dir or '~/tensorflow_datasets'}"
     if dataset in BUILDERS:
       named = f" --name={config_name or 'NAME'}" if dataset == "image_folder" else ""
-      build_hint = f"Build it first: python bin/build_dataset.py --dataset={dataset}{named} --manual_dir=PATH {where}"
+      build_hint = (
+        f"Build it first: python bin/build_dataset.py --dataset={dataset}{named} "
+        f"--manual_dir=PATH {where}"
+      )
     else:
       build_hint = (
-        f"Prepare it there in array_record format (tfds build {dataset} --file_format=array_record {where}, "
-        "on a machine with TensorFlow), or turn a folder of images into a dataset: python bin/build_dataset.py "
+        f"Prepare it there in array_record format (tfds build {dataset} "
+        f"--file_format=array_record {where}, "
+        "on a machine with TensorFlow), or turn a folder of images into a dataset: python "
+        "bin/build_dataset.py "
         f"--dataset=image_folder --name={dataset} --manual_dir=PATH {where}"
       )
     build_hint += (
@@ -368,14 +374,16 @@ class TfdsSource:
         str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
       )
       raise DataError(
-        f"TFDS dataset {name!r} not found in {data_dir or 'the default data_dir'} ({first_line}). {build_hint}"
+        f"TFDS dataset {name!r} not found in {data_dir or 'the default data_dir'} ({first_line}). "
+        f"{build_hint}"
       ) from None
     if not (Path(builder.data_dir) / "dataset_info.json").exists():
       raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir}. {build_hint}")
     file_format = str(getattr(builder.info, "file_format", "")).lower()
     if "array_record" not in file_format:
       raise DataError(
-        f"TFDS dataset {name!r} in {builder.data_dir} is stored as {file_format or 'tfrecord'}, which needs "
+        f"TFDS dataset {name!r} in {builder.data_dir} is stored as {file_format or 'tfrecord'}, "
+        "which needs "
         "TensorFlow to read; rebuild it with file_format='array_record'."
       )
     features = builder.info.features
@@ -385,7 +393,8 @@ class TfdsSource:
       self.records = builder.as_data_source(split=split, decoders=decoders)
     except Exception as error:
       raise DataError(
-        f"TFDS dataset {name!r} has no split {split!r} (splits: {sorted(builder.info.splits)}): {error}. "
+        f"TFDS dataset {name!r} has no split {split!r} (splits: {sorted(builder.info.splits)}): "
+        f"{error}. "
         "Set config.data.tfds_split."
       ) from None
     self.directory = Path(builder.data_dir)
@@ -420,11 +429,12 @@ class TfdsSource:
       yield _file_line(path, path.name)
 
   def __repr__(self) -> str:
-    return f"TfdsSource({self.name!r}, split={self.split!r}, {len(self)} records in {display_path(self.directory)})"
+    where = display_path(self.directory)
+    return f"TfdsSource({self.name!r}, split={self.split!r}, {len(self)} records in {where})"
 
 
 def _image_feature_kind(features, key: str, name: str) -> str:
-  """``"encoded"`` for a tfds ``Image`` feature, ``"array"`` for a uint8 tensor of images; else a clear error."""
+  """``"encoded"`` for a tfds ``Image`` feature, ``"array"`` for a uint8 image tensor."""
   import tensorflow_datasets as tfds
 
   available = (

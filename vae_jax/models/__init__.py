@@ -77,7 +77,8 @@ def _conv(cfg: ml_collections.ConfigDict, shape: ImageShape, dtype: Any):
   out = conv_decoder_size(size, decoder_layers["kernels"], decoder_layers["strides"])
   if out != shape[0] or shape[0] != shape[1]:
     raise ConfigError(
-      f"The transposed-conv plan produces {out}×{out} images but the data are {shape[0]}×{shape[1]}; "
+      f"The transposed-conv plan produces {out}×{out} images but the data are "
+      f"{shape[0]}×{shape[1]}; "
       "adjust config.model.decoder_kernels/decoder_strides or config.data.image_size."
     )
   encoder = ConvEncoder(

@@ -10,9 +10,9 @@ into column blocks that share one band; a block of b output columns reads
 about b + kernel − 1 input columns, so the matmul does about that over the
 kernel width times the convolution's FLOPs (the band's zeros). Narrower
 blocks waste less but make narrower matmuls (`_MIN_MATMUL_COLUMNS`). For
-the conv VAE's layers this still runs 1.5–3× faster than XLA's convolutions
-on CPU, with gradients that are matmuls too (BENCHMARKS.md); with 16 or more
-channels it does not pay.
+the conv VAE's few channels this still beats XLA's CPU convolutions, with
+gradients that are matmuls too; with many channels it does not pay
+(BENCHMARKS.md has the figures).
 
 Input dilation (transposed convolutions) is folded into the geometry rather
 than materialised: output rows are grouped by their phase modulo the
@@ -106,22 +106,20 @@ def _column_taps(
   return blocks, shift, first, taps, units
 
 
-# Narrow column blocks waste fewer FLOPs on the band's zeros (a block of b output columns reads about
-# b + kernel − 1 input columns), but matmuls with few columns run slowly. On the seed conv VAE's step
-# (2-core CPU, BENCHMARKS.md) at least 64 columns per matmul was fastest: 8 → 0.49×, 16 → 0.91×,
-# 32 → 1.07×, 64 → 1.14×, 128 → 1.03× the speed of whole rows.
+# Narrow column blocks waste fewer FLOPs on the band's zeros, but matmuls with few columns run
+# slowly: 64 columns was the fastest width for the conv VAE's step (BENCHMARKS.md).
 _MIN_MATMUL_COLUMNS = 64
 
 
 def _block_size(phases: int, pool: int, c_out: int) -> int:
-  """Pooling windows per column block: the fewest that give the matmul ≥ ``_MIN_MATMUL_COLUMNS`` columns."""
+  """Pooling windows per column block: the fewest that give ``_MIN_MATMUL_COLUMNS`` columns."""
   return max(1, -(-_MIN_MATMUL_COLUMNS // (phases * pool * c_out)))
 
 
 def _banded_matmul(
   lhs, rhs, strides, padding, dilation, pool: int, precision=None, preferred_element_type=None
 ):
-  """The convolution's output as B × groups × blocks × phases × pool × block × C_out, with its rows and columns.
+  """The convolution as B × groups × blocks × phases × pool × block × C_out, its rows and columns.
 
   Output row ``phases·q + r`` and column ``pool·(block·β + p) + rx`` land at
   ``[:, q, β, r, rx, p]`` (see `_row_taps`, `_column_taps`): with ``pool`` >
@@ -207,7 +205,7 @@ def banded_conv(
 
 @jax.custom_vjp
 def _window_max(y: jax.Array) -> jax.Array:
-  """Max over axis 3, the four values of each 2×2 pooling window (each a contiguous block); that axis removed."""
+  """Max over axis 3 (removed): the four values of each 2×2 pooling window, each a block."""
   return jnp.max(y, axis=3)
 
 
@@ -216,7 +214,7 @@ def _window_max_fwd(y):
 
 
 def _window_max_bwd(winner, g):
-  """The whole gradient goes to the window's first maximum, as in PyTorch (JAX's own max splits ties)."""
+  """The gradient goes to the window's first maximum, as in PyTorch (JAX's own max splits ties)."""
   hit = jnp.arange(4, dtype=jnp.int8)[:, None, None] == winner[:, :, :, None]
   return (jnp.where(hit, g[:, :, :, None], jnp.zeros((), g.dtype)),)
 
@@ -227,7 +225,7 @@ _window_max.defvjp(_window_max_fwd, _window_max_bwd)
 def banded_conv_max_pool_2x2(
   lhs: jax.Array, rhs: jax.Array, strides: Sequence[int], padding
 ) -> jax.Array:
-  """2×2 max-pooling (stride 2, odd last row/column dropped) of ``banded_conv(lhs, rhs, strides, padding)``.
+  """2×2 max-pooling (stride 2, odd last row and column dropped) of ``banded_conv(...)``.
 
   The matmul lays each window's four values out in four contiguous blocks,
   so the pooling and its gradient are elementwise, not the strided

@@ -89,7 +89,7 @@ class StackNN(nn.Module):
 
 
 class ConvColorizer(nn.Module):
-  """A small U-Net: two 3×3 convolutions per level, 2×2 average pooling down, nearest upsampling and a skip up.
+  """A small U-Net: two 3×3 convolutions a level, mean pooling down, nearest upsampling and skips.
 
   Attributes:
     features: channels at each level, from full resolution down; every level
@@ -144,10 +144,11 @@ COLORIZERS: dict[str, Callable[[ml_collections.ConfigDict, ImageShape, Any], nn.
 
 
 def check_colorizer_config(model_cfg: ml_collections.ConfigDict, image_shape: ImageShape) -> None:
-  """Raise ``ConfigError`` unless ``model_cfg`` names a colouriser that can colour ``image_shape``."""
+  """Raise ``ConfigError`` unless ``model_cfg`` names a colouriser for images of ``image_shape``."""
   if model_cfg.name not in COLORIZERS:
     raise ConfigError(
-      f"Unknown colouriser config.model.name {model_cfg.name!r}; choose one of {sorted(COLORIZERS)}."
+      f"Unknown colouriser config.model.name {model_cfg.name!r}; choose one of "
+      f"{sorted(COLORIZERS)}."
     )
   if image_shape[-1] != 3:
     raise ConfigError(

@@ -45,7 +45,7 @@ def conv_encoder_geometry(
 
 
 def conv_decoder_size(start: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
-  """Spatial size after the decoder's transposed convolutions (no padding): ``(n − 1)·s + k`` each."""
+  """Spatial size after the decoder's transposed convolutions (unpadded): ``(n − 1)·s + k`` each."""
   size = start
   for k, s in zip(kernels, strides, strict=True):
     size = (size - 1) * s + k
@@ -53,7 +53,7 @@ def conv_decoder_size(start: int, kernels: Sequence[int], strides: Sequence[int]
 
 
 class ConvReluPool(nn.Module):
-  """Conv → ReLU → 2×2 max-pool (odd last row/column dropped), computed as conv → pool → bias → ReLU.
+  """Conv → ReLU → 2×2 max-pool (odd last row/column dropped), as conv → pool → bias → ReLU.
 
   A per-channel bias and the ReLU commute with the max, so they act on the
   4× smaller pooled map, and the convolution and pooling run as one banded

@@ -8,10 +8,10 @@ shrinking to RGB, tanh output (mapped to the data scale by the VAE wrapper).
 Each stride-2 convolution has a 2×2 kernel and is computed as space-to-depth
 followed by a dense layer, and each ×2 upsampling as a dense layer followed by
 depth-to-space (a kernel-2 stride-2 transposed convolution). These are exactly
-those convolutions, but they run as plain matmuls: on a 2-core CPU the same
-channel plan trains ~20× faster than ``nn.Conv``/``nn.ConvTranspose`` with
-k4 s2 (BENCHMARKS.md). The hidden 1×1 mixing inside each stage (``mix``) adds
-depth at matmul speed.
+those convolutions, but they run as plain matmuls, which XLA's CPU backend
+runs many times faster than its k4 s2 ``nn.Conv``/``nn.ConvTranspose``
+(BENCHMARKS.md). The hidden 1×1 mixing inside each stage (``mix``) adds depth
+at matmul speed.
 
 Kernel-2 upsamplings never mix neighbouring pixels: each 16×16 block of the
 output is a separate function of z, and codes away from the training data
@@ -23,9 +23,9 @@ and samples come out smooth. n = 2 is exactly a kernel-4 stride-2
 transposed convolution, the ``ConvTranspose2d(4, stride=2, padding=1)`` of
 a PyTorch FCN, shifted by one output pixel (each 2×2 block reads the input
 pixel at its place and the next ones right and down); n = 3 is a kernel-6
-one, 9/4 of the FLOPs. At the two coarsest stages, n = 2 instead of 1 adds
-~14 % to the galaxy's train step and n = 3 ~38 % (BENCHMARKS.md); at full
-resolution either would cost several times the step.
+one, 9/4 of the FLOPs. Used at the two coarsest stages they cost a fraction
+of the step (BENCHMARKS.md); at full resolution they would cost several
+times the step.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class FCNEncoder(nn.Module):
 
 
 class FCNDecoder(nn.Module):
-  """Dense to the bottleneck map, then ×2 upsamplings (dense or n×n convolution, then depth-to-space).
+  """Dense to the bottleneck map, then ×2 upsamplings (dense or n×n conv, then depth-to-space).
 
   Attributes:
     start_shape: (h, w, c) bottleneck feature map (image size / 2**len(channels)).

@@ -1,4 +1,4 @@
-"""The tasks the trainer runs, by ``config.task``: ``train(config, workdir)`` is ``bin/train.py``."""
+"""Tasks, by ``config.task``; ``train(config, workdir)`` is ``bin/train.py``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ TASKS: dict[str, TaskSpec] = {"vae": vae.SPEC, "colorizer": colorizer.SPEC}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
-  """Train what ``config.task`` names (a VAE for a config without one) in ``workdir``, resuming if it can."""
+  """Train what ``config.task`` names in ``workdir``, resuming from its newest checkpoint."""
   config = resolve(config)
   return fit(config, workdir, TASKS[config.task])

@@ -40,7 +40,7 @@ from vae_jax.trainer.state import LossFn
 
 
 def grey_from_rgb(rgb_uint8: jax.Array) -> jax.Array:
-  """uint8 B×H×W×3 → uint8 B×H×W×1, bit-exact with PIL's ``convert("L")`` (ITU-R 601 luma, rounded)."""
+  """uint8 B×H×W×3 → B×H×W×1, bit-exact with PIL's ``convert("L")`` (ITU-R 601 luma, rounded)."""
   r, g, b = (rgb_uint8[..., i : i + 1].astype(jnp.int32) for i in range(3))
   return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(jnp.uint8)
 
@@ -48,7 +48,7 @@ def grey_from_rgb(rgb_uint8: jax.Array) -> jax.Array:
 def colorizer_losses(
   rgb01: jax.Array, target_uint8: jax.Array, grey01: jax.Array
 ) -> dict[str, jax.Array]:
-  """Per-image colour MSE against the target and luminance MSE against the grey input, shape (B,)."""
+  """Per-image colour MSE to the target and luminance MSE to the grey input, shape (B,)."""
   per_image = lambda x: jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
   return {
     "color_mse": per_image(jnp.square(rgb01 - losses.to_unit(target_uint8))),
@@ -58,7 +58,7 @@ def colorizer_losses(
 
 @dataclasses.dataclass(frozen=True)
 class GreyInput:
-  """How an RGB batch becomes the colouriser's input: PIL luma, optionally a VAE's reconstruction of it.
+  """How an RGB batch becomes the colouriser's input: luma, or a VAE's reconstruction of the luma.
 
   Called as ``grey_fn(vae_params, rgb_uint8) -> grey01`` (B×H×W×1) inside
   jitted steps; the VAE's parameters are an argument so they are not baked
@@ -82,7 +82,7 @@ class GreyInput:
 
 
 def grey_input(vae_workdir: str, shape: tuple[int, int, int]) -> tuple[GreyInput, Any]:
-  """The ``GreyInput`` for ``config.colorizer.vae_workdir`` ("" for plain luma) and the VAE's parameters."""
+  """The ``GreyInput`` of ``config.colorizer.vae_workdir`` ("": luma) and the VAE's parameters."""
   if not vae_workdir:
     return GreyInput(), None
   vae = open_run(vae_workdir)

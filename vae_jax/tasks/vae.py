@@ -44,7 +44,7 @@ DIVERGENCE_HINT = (
 
 
 def make_loss(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
-  """The training objective: −ELBO (continuous likelihood, β with warm-up, free bits), mean over the batch."""
+  """The training objective: −ELBO (continuous likelihood, β, warm-up, free bits), batch mean."""
   loss_cfg = config.loss
 
   def loss(params, x_uint8, key, step, constants):
@@ -69,7 +69,7 @@ def make_loss(model: nn.Module, config: ml_collections.ConfigDict) -> LossFn:
 
 
 def make_grids_fn(model: nn.Module, likelihood: str, num_prior: int) -> Callable:
-  """Jitted ``(params, images_uint8, key) -> (recon01, prior01)``: reconstructions and prior samples."""
+  """Jitted ``(params, images_uint8, key) -> (recon01, prior01)``: reconstructions, prior draws."""
 
   def grids(params, x_uint8, key):
     def decode(z):
@@ -133,7 +133,7 @@ def build_task(
   keys: dict[str, jax.Array],
   val_images: np.ndarray,
 ) -> Task:
-  """The VAE's model, ELBO loss, evaluation and reconstruction/prior grids (``vae_jax.trainer.Task``)."""
+  """The VAE's model, ELBO loss, evaluation and grids, as the trainer takes them (``Task``)."""
   shape, likelihood = dataset.image_shape, config.loss.likelihood
   model = build_model(config.model, config.loss, shape)  # evaluation and grids in float32
   train_model = build_model(config.model, config.loss, shape, jnp.dtype(config.train.compute_dtype))
@@ -161,5 +161,5 @@ SPEC = TaskSpec(build=build_task, resume_fields=("loss.likelihood",))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
-  """Train the VAE ``config`` describes in ``workdir``, resuming from its latest checkpoint if there is one."""
+  """Train the VAE ``config`` describes in ``workdir``, resuming from its newest checkpoint."""
   return fit(config, workdir, SPEC)

@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the train state together with the data iterator, and what may resume from them.
+"""Orbax checkpoints of the train state with the data iterator, and what may resume from them.
 
 Saving both in one step directory is what makes resume exact: after a
 restart the parameters, the optimiser state, the step (hence every PRNG
@@ -60,13 +60,14 @@ class Checkpointer:
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, state_like: Any, data_iterator: Any | None = None) -> Any:
-    """The newest intact checkpoint, in the structure of ``state_like`` (``data_iterator`` set in place).
+    """The newest intact checkpoint, shaped as ``state_like`` (``data_iterator`` set in place).
 
     A damaged checkpoint is reported in one line and moved aside
     (``move_aside``) before the next older one is tried.
 
     Raises:
-      CheckpointMismatchError: the checkpoint's arrays do not match ``state_like``'s names or shapes.
+      CheckpointMismatchError: the checkpoint's arrays do not match ``state_like``'s names or
+        shapes.
       CheckpointNotFoundError: no checkpoint, or none intact.
     """
     items = (
@@ -109,7 +110,7 @@ class Checkpointer:
 
 
 def move_aside(step_dir: Path) -> Path:
-  """Move a damaged step directory out of orbax's sight, to ``<workdir>/damaged_checkpoints/``; never delete it."""
+  """Move a damaged step directory to ``<workdir>/damaged_checkpoints/``, out of orbax's sight."""
   target = (
     step_dir.parent.parent / DAMAGED_DIRNAME / f"{step_dir.name}-{time.strftime('%Y%m%dT%H%M%S')}"
   )

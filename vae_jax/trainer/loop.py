@@ -67,13 +67,13 @@ class Task:
   grids: Callable[[Any], dict[str, np.ndarray]]
   summary: Callable[[dict], str]
   divergence_hint: str
-  param_groups: ParamGroups = ParamGroups()
+  param_groups: ParamGroups = dataclasses.field(default_factory=ParamGroups)
   constants: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
-  """A registered task: how to build its ``Task``, and which of its config fields a resume must keep.
+  """A registered task: how to build its ``Task``, and the config fields a resume must keep.
 
   ``build(config, dataset, keys, val_images) -> Task``; ``keys`` come from
   ``vae_jax.rng.split_root_key``.
@@ -158,7 +158,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, spec: TaskSpec) 
   task = spec.build(config, dataset, keys, val_images)
   tx = make_optimizer(config.opt, total, task.param_groups)
   # Replicated over the mesh first, so a checkpoint is restored straight into that sharding (with
-  # several processes, each reads its own copy; moving a restored local array would need cross-host copies).
+  # several processes, each reads its own copy; moving a restored local array would need cross-host
+  # copies).
   state = parallel.replicate(
     create_train_state(task.init_params, tx, keys["init"], keep_ema=train_cfg.ema_decay > 0), mesh
   )
@@ -216,7 +217,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, spec: TaskSpec) 
 
   def check_finite(metrics: dict, step: int) -> dict:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    # The gradient too: a finite loss with a non-finite gradient has already made the new parameters NaN.
+    # The gradient too: a finite loss with a non-finite gradient has already made the new parameters
+    # NaN.
     bad = [k for k in ("loss", "grad_norm") if k in values and not math.isfinite(values[k])]
     if bad:
       last = ckpt.latest_step()

@@ -1,4 +1,4 @@
-"""The run's record: ``metrics.jsonl``, TensorBoard event files, training grids and the progress bar.
+"""The run's record: ``metrics.jsonl``, TensorBoard events, training grids and the progress bar.
 
 Written by process 0 only. On resume, records after the restored step are
 dropped from ``metrics.jsonl`` (and TensorBoard purges its events after it),
@@ -24,12 +24,12 @@ METRICS_FILENAME = "metrics.jsonl"
 
 
 def due(step: int, every: int, total: int) -> bool:
-  """Whether ``step`` (counted from 1) is one of a cadence's steps: every ``every``-th, and the last."""
+  """Whether ``step`` (counted from 1) is one of a cadence's: every ``every``-th, and the last."""
   return step % every == 0 or step == total
 
 
 def drop_records_after(path: Path, step: int) -> None:
-  """Keep only the records of ``metrics.jsonl`` up to ``step`` (and any incomplete last line goes)."""
+  """Keep only the records of ``metrics.jsonl`` up to ``step`` (an incomplete last line goes)."""
   if not path.exists():
     return
   kept = []
@@ -44,7 +44,7 @@ def drop_records_after(path: Path, step: int) -> None:
 
 
 class RunLog:
-  """``metrics.jsonl`` + TensorBoard event files + grids under ``samples/training/`` + a progress bar."""
+  """``metrics.jsonl``, TensorBoard events, grids under ``samples/training/`` and a progress bar."""
 
   def __init__(self, workdir: Path, start: int, total: int):
     self.enabled = jax.process_index() == 0
@@ -84,13 +84,14 @@ class RunLog:
       self.bar.set_postfix(postfix)
 
   def grids(self, step: int, grids: dict[str, np.ndarray]) -> None:
-    """Each grid as ``samples/training/<name>_<step>.png`` and ``<name>.png``, and in TensorBoard."""
+    """Each grid to ``samples/training/<name>_<step>.png`` and ``<name>.png``, and TensorBoard."""
     if not self.enabled:
       return
     samples_dir = self.workdir / "samples" / "training"
     for name, grid in grids.items():
-      # Encoded once, at zlib's fastest level, for both files and TensorBoard: a 256×256 model's grids
-      # are megapixels, and encoding them twice at the default level is seconds of every evaluation.
+      # Encoded once, at zlib's fastest level, for both files and TensorBoard: a 256×256 model's
+      # grids are megapixels, and encoding them twice at the default level is seconds of every
+      # evaluation.
       png = images.encode_png(grid, fast=True)
       for path in (samples_dir / f"{name}_{step:06d}.png", samples_dir / f"{name}.png"):
         files.write_bytes(path, png)

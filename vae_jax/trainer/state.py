@@ -54,21 +54,25 @@ def update_ema(ema_params: Any, params: Any, step: jax.Array, decay: float) -> A
   return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema_params, params)
 
 
-def _everywhere(value: Any) -> Callable[[Any], Any]:
-  return lambda params: jax.tree.map(lambda _: value, params)
+def _all_main(params: Any) -> Any:
+  return jax.tree.map(lambda _: MAIN_GROUP, params)
+
+
+def _all_decayed(params: Any) -> Any:
+  return jax.tree.map(lambda _: True, params)
 
 
 @dataclasses.dataclass(frozen=True)
 class ParamGroups:
-  """How a model's parameters group for the optimiser; the model declares it, the trainer applies it.
+  """Optimiser groups: the model declares it, the trainer applies it.
 
   Attributes:
     labels: ``params -> tree of group names`` (``MAIN_GROUP`` or ``OWN_ADAM_GROUP``).
     decayed: ``params -> tree of bools``: whether weight decay acts on each parameter.
   """
 
-  labels: Callable[[Any], Any] = _everywhere(MAIN_GROUP)
-  decayed: Callable[[Any], Any] = _everywhere(True)
+  labels: Callable[[Any], Any] = _all_main
+  decayed: Callable[[Any], Any] = _all_decayed
 
 
 def make_optimizer(
@@ -148,7 +152,7 @@ def jit_steps(step: Callable, steps_per_dispatch: int = 1) -> Callable:
 
 
 def make_train_step(loss: LossFn, ema_decay: float = 0.0, steps_per_dispatch: int = 1) -> Callable:
-  """One jitted, state-donating step: ``step(state, batch, train_key, constants) -> (state, metrics)``.
+  """One jitted, state-donating ``step(state, batch, train_key, constants) -> (state, metrics)``.
 
   Step ``n`` gives ``loss`` the key ``fold_in(train_key, n)``; ``constants``
   (e.g. a frozen network's parameters) are an argument, not baked into the

@@ -24,7 +24,7 @@ def build(
   name: str | None = None,
   max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Path:
-  """Build ``dataset`` from the images in ``manual_dir`` into ``data_dir``; returns the dataset's folder.
+  """Build ``dataset`` from the images in ``manual_dir`` into ``data_dir``; return its folder.
 
   Every image is decoded once; files that cannot be used are left out and
   listed, with the reason, in ``build_report.json`` in the dataset's folder.
@@ -47,7 +47,8 @@ def build(
   if dataset == "image_folder":
     if not name:
       raise DataError(
-        "image_folder needs a name for the new dataset (--name=my_pictures); read it as tfds:image_folder/NAME."
+        "image_folder needs a name for the new dataset (--name=my_pictures); read it as "
+        "tfds:image_folder/NAME."
       )
     kwargs["config"] = tfds.core.BuilderConfig(name=name, description=f"images of {manual_dir}")
   elif name:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -33,7 +33,7 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def encoded_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-  """The bytes to store for one image file: the file itself if it is a plain RGB JPEG or PNG, else a PNG of its pixels.
+  """What to store for an image file: the file if a plain RGB JPEG or PNG, else a PNG of its pixels.
 
   Raises:
     ImageReadError: the file cannot be used (see ``load_image``).
@@ -59,7 +59,7 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Every image below ``manual_dir`` (recursively), one ``train`` split."""
 
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "First release."}
 
   def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, **kwargs):
     self.max_pixels = max_pixels

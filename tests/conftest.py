@@ -54,6 +54,19 @@ def shared_data(relative: str) -> Path:
   return path
 
 
+def smoke_train_command(workdir: Path, overrides: list[str] = ()) -> list[str]:
+  """``bin/train.py --config configs/faces_mlp.py:smoke --workdir WORKDIR`` with ``overrides``."""
+  import sys
+
+  return [
+    sys.executable,
+    str(ROOT / "bin" / "train.py"),
+    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
+
+
 def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
   """Train ``faces_mlp:smoke`` in a subprocess, SIGKILL it after its first checkpoint, re-run it.
 
@@ -65,17 +78,11 @@ def kill_then_rerun(workdir: Path, overrides: list[str], steps: int) -> int:
   """
   import signal
   import subprocess
-  import sys
   import time
 
   from vae_jax.trainer import Checkpointer
 
-  cmd = [
-    sys.executable,
-    str(ROOT / "bin" / "train.py"),
-    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
-    f"--workdir={workdir}",
-  ] + overrides
+  cmd = smoke_train_command(workdir, overrides)
   proc = subprocess.Popen(
     cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
   )

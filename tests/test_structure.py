@@ -1,4 +1,4 @@
-"""The package's shape: no import cycles, and a light inference module that never loads the trainer."""
+"""The package's shape: no import cycles; a light inference module that never loads the trainer."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import json
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, kill_then_rerun, load_config, vae_training
+from conftest import kill_then_rerun, load_config, smoke_train_command, vae_training
 
 from vae_jax.config import save_config
 from vae_jax.errors import CheckpointMismatchError, NonFiniteLossError
@@ -144,12 +143,7 @@ def test_ctrl_c_saves_the_step_reached_and_the_rerun_ends_as_an_unbroken_run(tmp
     "--config.train.log_every=10",
   ]
   workdir = tmp_path / "interrupted"
-  cmd = [
-    sys.executable,
-    str(ROOT / "bin" / "train.py"),
-    f"--config={ROOT / 'configs' / 'faces_mlp.py'}:smoke",
-    f"--workdir={workdir}",
-  ] + overrides
+  cmd = smoke_train_command(workdir, overrides)
   proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 180

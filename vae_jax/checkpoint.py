@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from vae_jax.errors import CheckpointMismatchError, CheckpointNotFoundError
 
@@ -104,6 +105,22 @@ def check_tree_match(step_dir: Path, tree_like: Any, field: str | None = None) -
     )
 
 
+def verify_readable(step_dir: Path, field: str | None = None) -> None:
+  """Read back every stored value of the state (or of its ``field``), synchronously.
+
+  A truncated or garbled file fails here, in one exception, before orbax's
+  asynchronous restore would fail in its background callbacks, each of
+  which prints a traceback.
+  """
+  store = ts.KvStore.open(
+    {"driver": "ocdbt", "base": {"driver": "file", "path": str(step_dir / STATE)}}
+  ).result()
+  prefix = f"{field}.".encode() if field else b""
+  for key in store.list().result():
+    if key.startswith(prefix):
+      store.read(key).result()
+
+
 def restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   """Shape, dtype and where to put it: ``leaf``'s own sharding, or this process's first device.
 
@@ -125,6 +142,7 @@ def read_params(step_dir: Path, params_like: Any, field: str = "params") -> Any:
   missing = missing_files(step_dir)
   if missing:
     raise FileNotFoundError(missing)
+  verify_readable(step_dir, field)
   check_tree_match(step_dir, params_like, field)
   abstract = {field: jax.tree.map(restore_target, params_like)}
   args = ocp.args.PyTreeRestore(
@@ -169,5 +187,6 @@ def newest_intact(
         on_damaged(step, reason)
   raise CheckpointNotFoundError(
     f"No intact checkpoint in {directory}: {'; '.join(damaged)}. Restore the folder from a copy, "
-    "or train again in a new --workdir."
+    "or train again in a new --workdir.",
+    damaged,
   )

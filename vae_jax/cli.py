@@ -16,14 +16,18 @@ from vae_jax.errors import VaeJaxError
 
 
 def setup_logging() -> None:
-  """Show vae_jax's own progress messages; leave library chatter (orbax, absl) at warnings."""
+  """Show vae_jax's own progress messages; keep orbax's (absl's) log to fatal errors.
+
+  vae_jax reports what goes wrong with a checkpoint in one line of its own;
+  orbax logs the same failures from each of its threads.
+  """
   logger = logging.getLogger("vae_jax")
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
   logger.propagate = False
-  absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.FATAL)
 
 
 def default_workdir(config_path: str) -> str:

@@ -30,7 +30,11 @@ class CheckpointError(VaeJaxError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-  """A workdir without a usable checkpoint."""
+  """A workdir without a usable checkpoint; ``damaged`` lists the damaged ones, with why."""
+
+  def __init__(self, message: str, damaged: list[str] = ()):
+    super().__init__(message)
+    self.damaged = list(damaged)
 
 
 class CheckpointMismatchError(CheckpointError, ValueError):
@@ -46,4 +50,12 @@ class TrainingInterrupted(VaeJaxError):
 
 
 class WriteError(VaeJaxError, OSError):
-  """A file could not be written (full disk, read-only folder); its previous version is intact."""
+  """A file could not be written (full disk, read-only folder); its previous version is intact.
+
+  ``what`` says which file and why, without advice, for a caller that knows
+  more of what survived to say it in one line.
+  """
+
+  def __init__(self, what: str, advice: str = ""):
+    super().__init__(f"{what}; {advice}" if advice else what)
+    self.what = what

@@ -34,11 +34,17 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     with contextlib.suppress(OSError):
       tmp.unlink()
     kept = "its previous version is intact" if path.exists() else "nothing was written"
-    raise WriteError(
-      f"{path} could not be written ({error.strerror or error}); {kept}. "
-      "Free space or fix the folder's permissions, then re-run the same command."
-    ) from None
+    raise WriteError(cannot_write(path, error), f"{kept}. {FIX}") from None
   return path
+
+
+FIX = "Free space (or fix the folder's permissions), then re-run the same command."
+
+
+def cannot_write(path: str | Path, error: BaseException) -> str:
+  """``"<path> could not be written (<reason>)"`` for an error (an ``OSError``) while writing."""
+  reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+  return f"{path} could not be written ({reason})"
 
 
 def write_text(path: str | Path, text: str) -> Path:

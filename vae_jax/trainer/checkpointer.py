@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from vae_jax import checkpoint
-from vae_jax.errors import CheckpointMismatchError
+from vae_jax.errors import CheckpointMismatchError, CheckpointNotFoundError, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,16 @@ class Checkpointer:
   def __init__(self, directory: str | Path, keep: int = 3):
     self.directory = Path(directory).absolute()
     self.keep = keep
+    self._pending: int | None = None  # the step being written in the background
     self.manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
       self.directory,
-      options=ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True),
+      # Temporaries of a save cut short (a kill, a full disk) are removed when the manager opens.
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=self.keep, create=True, cleanup_tmp_directories=True
+      ),
       item_handlers={
         checkpoint.STATE: ocp.StandardCheckpointHandler(),
         checkpoint.DATA: grain.checkpoint.CheckpointHandler(),
@@ -54,10 +59,48 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any, data_iterator: Any | None = None) -> None:
+    """Start writing checkpoint ``step`` (orbax finishes it in the background).
+
+    Refused before anything is written when the disk has less room than the
+    checkpoint needs: a write cut short by a full disk leaves orbax's
+    background threads failing one after another.
+
+    Raises:
+      WriteError: the checkpoint cannot be written (it says which one is intact).
+    """
+    self.wait()
+    needed = self._size_estimate(state)
+    free = shutil.disk_usage(self.directory).free
+    if free < needed:
+      raise WriteError(
+        f"checkpoint {step} could not be written to {self.directory} (it needs about "
+        f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB are free: no space left on device)"
+      )
     items = {checkpoint.STATE: ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items[checkpoint.DATA] = grain.checkpoint.CheckpointSave(data_iterator)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    try:
+      self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    except Exception as error:  # orbax reports a failed write as whatever its storage layer raised
+      raise self._write_error(step, error) from None
+    self._pending = step
+
+  def _size_estimate(self, state: Any) -> int:
+    """Bytes the next checkpoint needs: the newest one's size (or the state's) and room to spare."""
+    steps = checkpoint.saved_steps(self.directory)
+    if steps:
+      newest = self.directory / str(steps[0])
+      size = sum(p.stat().st_size for p in newest.rglob("*") if p.is_file())
+    else:
+      size = sum(x.nbytes for x in jax.tree.leaves(state))
+    return int(1.1 * size) + (64 << 10)
+
+  def _write_error(self, step: int, error: BaseException) -> WriteError:
+    """The one-line ``WriteError`` for a checkpoint orbax could not write."""
+    text = str(error)
+    reason = re.search(r"Failed to write [^:]*: ([^\[\n]+)", text)
+    reason = reason.group(1).strip() if reason else checkpoint.first_line(error)
+    return WriteError(f"checkpoint {step} could not be written to {self.directory} ({reason})")
 
   def restore(self, state_like: Any, data_iterator: Any | None = None) -> Any:
     """The newest intact checkpoint, shaped as ``state_like`` (``data_iterator`` set in place).
@@ -78,6 +121,7 @@ class Checkpointer:
       missing = checkpoint.missing_files(step_dir, items)
       if missing:
         raise FileNotFoundError(missing)
+      checkpoint.verify_readable(step_dir)
       checkpoint.check_tree_match(step_dir, state_like)
       abstract = jax.tree.map(checkpoint.restore_target, state_like)
       args = {checkpoint.STATE: ocp.args.StandardRestore(abstract)}
@@ -87,7 +131,15 @@ class Checkpointer:
         checkpoint.STATE
       ]
 
-    _, state = checkpoint.newest_intact(self.directory, read, self._set_aside)
+    try:
+      _, state = checkpoint.newest_intact(self.directory, read, self._set_aside)
+    except CheckpointNotFoundError as error:
+      raise CheckpointNotFoundError(
+        f"No intact checkpoint in {self.directory}: {'; '.join(error.damaged)}; each was moved to "
+        f"{self.directory.parent / DAMAGED_DIRNAME}. Re-run the same command to train from the "
+        "start, or put a copy of the checkpoints back.",
+        error.damaged,
+      ) from None
     return state
 
   def _set_aside(self, step: int, reason: str) -> None:
@@ -103,7 +155,16 @@ class Checkpointer:
     self.manager = self._open()  # forget the step it listed
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Wait for a checkpoint being written in the background.
+
+    Raises:
+      WriteError: it could not be written.
+    """
+    pending, self._pending = self._pending, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as error:  # the background write's failure, as orbax's storage layer raised it
+      raise self._write_error(pending, error) from None
 
   def close(self) -> None:
     self.manager.close()

@@ -8,6 +8,7 @@ pictures). Nothing here knows what a VAE is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -22,14 +23,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from vae_jax import parallel
-from vae_jax.checkpoint import has_checkpoint
+from vae_jax import files, parallel
+from vae_jax.checkpoint import has_checkpoint, saved_steps
 from vae_jax.config import load_config, resolve, save_config, workdir_path
 from vae_jax.data.dataset import Dataset, build_dataset, load_images
 from vae_jax.data.pipeline import StackedBatches, train_iterator
-from vae_jax.errors import NonFiniteLossError, TrainingInterrupted, WorkdirError
+from vae_jax.errors import NonFiniteLossError, TrainingInterrupted, WorkdirError, WriteError
 from vae_jax.rng import split_root_key
 from vae_jax.trainer.checkpointer import Checkpointer, check_resumable
+from vae_jax.trainer.lock import WorkdirLock
 from vae_jax.trainer.runlog import RunLog, due
 from vae_jax.trainer.state import (
   LossFn,
@@ -116,15 +118,19 @@ class _StopSignals:
       signal.signal(sig, handler)
 
 
-def _prepare_workdir(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> None:
-  """Create ``workdir``; refuse one whose checkpointed run this config cannot resume."""
-  if workdir.exists() and not workdir.is_dir():
-    raise WorkdirError(f"--workdir {workdir} is a file, not a directory; choose another --workdir.")
-  workdir.mkdir(parents=True, exist_ok=True)
+def _check_workdir(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> None:
+  """Refuse a workdir whose checkpointed run this config cannot resume."""
   # A workdir without a checkpoint has nothing to resume (a start stopped before its first
   # checkpoint leaves at most its config.json): it is started again with the new config.
   if (workdir / "config.json").exists() and has_checkpoint(workdir / "checkpoints"):
     check_resumable(load_config(workdir), config, workdir, spec.resume_fields)
+
+
+def _what_survived(workdir: Path) -> str:
+  steps = saved_steps(workdir / "checkpoints")
+  if not steps:
+    return "no checkpoint had been written yet."
+  return f"checkpoint {steps[0]} in {workdir / 'checkpoints'} is intact."
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str | Path, spec: TaskSpec) -> TrainState:
@@ -144,7 +150,24 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, spec: TaskSpec) 
   """
   config = resolve(config)
   workdir = workdir_path(workdir)
-  _prepare_workdir(config, workdir, spec)
+  if workdir.exists() and not workdir.is_dir():
+    raise WorkdirError(f"--workdir {workdir} is a file, not a directory; choose another --workdir.")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise WriteError(files.cannot_write(workdir, error), files.FIX) from None
+  # One training process per workdir; the processes of one multi-host job share process 0's lock.
+  lock = WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock:
+    _check_workdir(config, workdir, spec)
+    try:
+      return _train(config, workdir, spec)
+    except WriteError as error:  # a full disk or a read-only folder: say what is safe
+      raise WriteError(error.what, f"{_what_survived(workdir)} {files.FIX}") from None
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> TrainState:
+  """``fit`` once the workdir is locked and checked."""
   train_cfg = config.train
   mesh = parallel.make_mesh()
   parallel.check_batch_size(train_cfg.batch_size, mesh.devices.size)
@@ -289,8 +312,13 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, spec: TaskSpec) 
             f"Stopped by {stop.received} at step {done} of {total}; its checkpoint is in "
             f"{ckpt.directory}. Re-run the same command to resume."
           )
-  finally:
+  except BaseException:
     run_log.close()
-    ckpt.wait()
+    with contextlib.suppress(Exception):  # the error in flight is the one to report
+      ckpt.wait()
     ckpt.close()
+    raise
+  run_log.close()
+  ckpt.wait()
+  ckpt.close()
   return state

@@ -66,14 +66,17 @@ class RunLog:
           str(workdir / "tensorboard"), purge_step=start + 1 if start else None
         )
       except OSError as error:
-        raise WriteError(f"{workdir} cannot be written ({error.strerror or error}).") from None
+        raise WriteError(files.cannot_write(workdir, error)) from None
 
   def scalars(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:
       return
     record = {"step": step, "split": split, **metrics}
-    self.jsonl.write(json.dumps(record) + "\n")
-    self.jsonl.flush()
+    try:
+      self.jsonl.write(json.dumps(record) + "\n")
+      self.jsonl.flush()
+    except OSError as error:
+      raise WriteError(files.cannot_write(self.jsonl.name, error)) from None
     for k, v in metrics.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
         self.tb.add_scalar(f"{split}/{k}", v, step)

@@ -244,6 +244,26 @@ def test_a_resumed_run_logs_each_step_once(base_run, tmp_path):
     return [{k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in lines]
 
   assert records(workdir) == records(base)
+  # TensorBoard drops the events a restart logs again: the resumed run's event file starts with a
+  # session START at the first step it logs anew, and TensorBoard purges earlier events from there.
+  starts = [
+    event.step
+    for path in (workdir / "tensorboard").glob("events.out.tfevents.*")
+    for event in _events(path)
+    if event.HasField("session_log") and event.session_log.status == event.session_log.START
+  ]
+  assert starts == [4]
+
+
+def _events(path):
+  """The events of a TensorBoard event file (TFRecords: length, its CRC, the Event, its CRC)."""
+  from tensorboardX.proto.event_pb2 import Event
+
+  data, at = path.read_bytes(), 0
+  while at < len(data):
+    length = int.from_bytes(data[at : at + 8], "little")
+    yield Event.FromString(data[at + 12 : at + 12 + length])
+    at += 12 + length + 4
 
 
 # --- values that cannot be meant --------------------------------------------------------------

@@ -75,12 +75,13 @@ def make_grid(
 
 
 def encode_png(picture: np.ndarray, fast: bool = False) -> bytes:
-  """A uint8 H×W×3 array as PNG bytes.
+  """A uint8 H×W×3 (or H×W×1, grey) array as PNG bytes.
 
   ``fast`` uses zlib's fastest level, for the grids written at every
   evaluation: a few times faster than the default level, for files a little larger.
   """
   out = io.BytesIO()
+  picture = picture[..., 0] if picture.ndim == 3 and picture.shape[-1] == 1 else picture
   Image.fromarray(picture).save(out, format="PNG", compress_level=1 if fast else 6)
   return out.getvalue()
 

@@ -28,6 +28,7 @@ from vae_jax.inference import Colorizer, Run, open_colorizer, open_run
 
 INTERIOR_POINTS = 7  # the reference: two encoded faces and 7 evenly spaced points between them
 TRAVERSE_RADIUS = 3.0  # prior standard deviations either side of the base code
+TRAVERSE_STEPS = 11  # codes along each traversal row
 KL_IMAGES = 500  # images averaged for each dimension's KL (labels, default manifold dims)
 MAX_PICTURE_PIXELS = 64_000_000  # ~190 MB of RGB: larger requests are refused, not allocated
 
@@ -275,7 +276,7 @@ class Interp(Kind):
 class Traverse(Kind):
   """One row per latent dimension, ``steps`` codes over ±3 around one encoded image, with its KL."""
 
-  steps: int = 11
+  steps: int = TRAVERSE_STEPS
   size_field: ClassVar[str] = "steps"
   limit: ClassVar[int] = 256
 

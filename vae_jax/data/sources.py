@@ -51,9 +51,8 @@ class ImageReadError(OSError):
   """
 
   def __init__(self, message: str, path: Path | None = None, reason: str | None = None):
-    super().__init__(
-      message
-    )  # args == (message,) keeps the error picklable across worker processes
+    # args == (message,) keeps the error picklable across worker processes
+    super().__init__(message)
     self.path = path
     self.reason = reason or message
 
@@ -85,8 +84,8 @@ def _why_unreadable(error: BaseException) -> str:
   return f"{type(error).__name__}: {error}"
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-  """Decode one image file to uint8 H×W×1 or H×W×3 (see :func:`pil_to_array`).
+def load_image(path: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+  """Decode one image file (or the bytes of one) to uint8 H×W×1 or H×W×3 (see :func:`pil_to_array`).
 
   Images with more than ``max_pixels`` pixels are refused from their
   header, before any pixel is decoded: a crawled "photo" of 30000×30000
@@ -96,25 +95,23 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     ImageReadError: the file is missing, unreadable, empty, not an image,
       truncated, or too large; ``reason`` says which.
   """
+  name = "the uploaded image" if isinstance(path, bytes) else path
   try:
-    if os.stat(path).st_size == 0:
-      raise ImageReadError(
-        f"cannot read image {path}: empty file", Path(path), "empty file (0 bytes)"
-      )
-    with Image.open(path) as img:
+    size = len(path) if isinstance(path, bytes) else os.stat(path).st_size
+    if size == 0:
+      raise ImageReadError(f"cannot read {name}: empty file", None, "empty file (0 bytes)")
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
       width, height = img.size
       if width * height > max_pixels:
         reason = f"too many pixels: {width}×{height} > {max_pixels} (config.data.max_image_pixels)"
-        raise ImageReadError(f"cannot read image {path}: {reason}", Path(path), reason)
+        raise ImageReadError(f"cannot read {name}: {reason}", None, reason)
       return pil_to_array(img)
-  except ImageReadError:
+  except ImageReadError as error:
+    error.path = None if isinstance(path, bytes) else Path(path)
     raise
-  except (
-    Exception
-  ) as error:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
-    raise ImageReadError(
-      f"cannot read image {path}: {error}", Path(path), _why_unreadable(error)
-    ) from error
+  except Exception as error:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError…
+    where = None if isinstance(path, bytes) else Path(path)
+    raise ImageReadError(f"cannot read {name}: {error}", where, _why_unreadable(error)) from error
 
 
 def find_images(root: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:

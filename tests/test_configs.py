@@ -142,7 +142,7 @@ def test_several_processes_without_a_coordinator_is_a_one_line_error(tmp_path):
   assert "--coordinator_address" in result.stderr
 
 
-@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "build_dataset.py"])
+@pytest.mark.parametrize("script", ["sample.py", "evaluate.py", "build_dataset.py", "explore.py"])
 def test_every_script_explains_a_missing_flag_in_one_line(tmp_path, script):
   result = subprocess.run(
     [sys.executable, str(ROOT / "bin" / script)],

@@ -332,3 +332,14 @@ def test_the_sample_command_refuses_a_huge_grid_in_one_line(base_run):
   done = subprocess.run([*cmd, "--kind=prior", "--n=100000"], capture_output=True, text=True)
   assert done.returncode == 1 and "Traceback" not in done.stderr
   assert done.stderr.strip().startswith("error: --n (side of a prior picture)")
+
+
+def test_a_relative_workdir_opens_and_resumes(base_run, tmp_path, monkeypatch):
+  """Orbax wants absolute paths; a relative --workdir must not read as a damaged checkpoint."""
+  shutil.copytree(base_run[0], tmp_path / "run")
+  monkeypatch.chdir(tmp_path)
+  assert open_run("run").step == 6
+  config = load_config("faces_mlp")
+  config.train.steps = 6
+  assert int(train_and_evaluate(config, "run").step) == 6
+  assert not (tmp_path / "run" / "damaged_checkpoints").exists()

@@ -10,6 +10,7 @@ skipped, never changed (a training process may own the directory).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -105,20 +106,33 @@ def check_tree_match(step_dir: Path, tree_like: Any, field: str | None = None) -
     )
 
 
-def verify_readable(step_dir: Path, field: str | None = None) -> None:
-  """Read back every stored value of the state (or of its ``field``), synchronously.
+def damage(
+  step_dir: Path, items: tuple[str, ...] = (STATE,), field: str | None = None
+) -> str | None:
+  """What is wrong with a checkpoint's files, or None: a cheap, synchronous read of all it holds.
 
-  A truncated or garbled file fails here, in one exception, before orbax's
-  asynchronous restore would fail in its background callbacks, each of
-  which prints a traceback.
+  Every file orbax writes must be there, and every value stored for the
+  state (or for its ``field`` alone) must read back, as must the data
+  iterator's position: a truncated or garbled file fails here in one
+  exception, before orbax's asynchronous restore would fail in background
+  callbacks that each print a traceback.
   """
-  store = ts.KvStore.open(
-    {"driver": "ocdbt", "base": {"driver": "file", "path": str(step_dir / STATE)}}
-  ).result()
-  prefix = f"{field}.".encode() if field else b""
-  for key in store.list().result():
-    if key.startswith(prefix):
-      store.read(key).result()
+  missing = missing_files(step_dir, items)
+  if missing:
+    return missing
+  try:
+    store = ts.KvStore.open(
+      {"driver": "ocdbt", "base": {"driver": "file", "path": str(step_dir / STATE)}}
+    ).result()
+    prefix = f"{field}.".encode() if field else b""
+    for key in store.list().result():
+      if key.startswith(prefix):
+        store.read(key).result()
+    for position in (step_dir / DATA).glob("process_*.json") if DATA in items else ():
+      json.loads(position.read_text())
+  except (ValueError, OSError) as error:  # tensorstore reports damage as ValueError
+    return first_line(error)
+  return None
 
 
 def restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
@@ -139,10 +153,6 @@ def read_params(step_dir: Path, params_like: Any, field: str = "params") -> Any:
   Reading the parameters alone also opens a checkpoint whose optimiser
   state has another layout (an earlier vae_jax's, or another ``opt`` config's).
   """
-  missing = missing_files(step_dir)
-  if missing:
-    raise FileNotFoundError(missing)
-  verify_readable(step_dir, field)
   check_tree_match(step_dir, params_like, field)
   abstract = {field: jax.tree.map(restore_target, params_like)}
   args = ocp.args.PyTreeRestore(
@@ -155,36 +165,38 @@ def read_params(step_dir: Path, params_like: Any, field: str = "params") -> Any:
 
 
 def newest_intact(
-  directory: Path, read: Callable[[Path], Any], on_damaged: Callable[[int, str], None] | None = None
+  directory: Path,
+  read: Callable[[Path], Any],
+  on_damaged: Callable[[int, str], None] | None = None,
+  items: tuple[str, ...] = (STATE,),
+  field: str | None = None,
 ) -> tuple[int, Any]:
-  """``(step, read(step_dir))`` of the newest checkpoint that ``read`` reads back whole.
+  """``(step, read(step_dir))`` of the newest checkpoint whose files are intact (``damage``).
 
-  A checkpoint that fails to read (missing or truncated files) is reported
-  through ``on_damaged(step, reason)`` (default: a warning) and the next
-  older one is tried. A checkpoint of another model stops the search.
+  A damaged checkpoint is reported through ``on_damaged(step, reason)``
+  (default: a warning) and the next older one is tried; ``items`` and
+  ``field`` say what of it is checked (what ``read`` reads).
 
   Raises:
-    CheckpointMismatchError: the newest readable checkpoint is of another model.
+    CheckpointMismatchError: the newest intact checkpoint is of another model.
     CheckpointNotFoundError: no checkpoint, or none intact.
   """
+  directory = Path(directory).absolute()  # orbax wants absolute paths
   steps = saved_steps(directory)
   if not steps:
     raise CheckpointNotFoundError(f"No checkpoint in {directory}.")
   damaged = []
   for step in steps:
-    try:
+    reason = damage(directory / str(step), items, field)
+    if reason is None:
       return step, read(directory / str(step))
-    except CheckpointMismatchError:
-      raise
-    except Exception as error:  # any failure to read back is damage: the step is skipped, not used
-      reason = first_line(error)
-      damaged.append(f"{step} ({reason})")
-      if on_damaged is None:
-        log.warning(
-          "Checkpoint %d in %s is damaged (%s); trying an older one.", step, directory, reason
-        )
-      else:
-        on_damaged(step, reason)
+    damaged.append(f"{step} ({reason})")
+    if on_damaged is None:
+      log.warning(
+        "Checkpoint %d in %s is damaged (%s); trying an older one.", step, directory, reason
+      )
+    else:
+      on_damaged(step, reason)
   raise CheckpointNotFoundError(
     f"No intact checkpoint in {directory}: {'; '.join(damaged)}. Restore the folder from a copy, "
     "or train again in a new --workdir.",

@@ -84,7 +84,7 @@ def _read_params(
 
   params_like = jax.eval_shape(init)
   return checkpoint.newest_intact(
-    ckpt_dir, lambda step_dir: checkpoint.read_params(step_dir, params_like, field)
+    ckpt_dir, lambda step_dir: checkpoint.read_params(step_dir, params_like, field), field=field
   )
 
 

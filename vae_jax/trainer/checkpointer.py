@@ -118,10 +118,6 @@ class Checkpointer:
     )
 
     def read(step_dir: Path) -> Any:
-      missing = checkpoint.missing_files(step_dir, items)
-      if missing:
-        raise FileNotFoundError(missing)
-      checkpoint.verify_readable(step_dir)
       checkpoint.check_tree_match(step_dir, state_like)
       abstract = jax.tree.map(checkpoint.restore_target, state_like)
       args = {checkpoint.STATE: ocp.args.StandardRestore(abstract)}
@@ -132,7 +128,7 @@ class Checkpointer:
       ]
 
     try:
-      _, state = checkpoint.newest_intact(self.directory, read, self._set_aside)
+      _, state = checkpoint.newest_intact(self.directory, read, self._set_aside, items)
     except CheckpointNotFoundError as error:
       raise CheckpointNotFoundError(
         f"No intact checkpoint in {self.directory}: {'; '.join(error.damaged)}; each was moved to "

@@ -81,7 +81,7 @@ def test_moving_a_slider_changes_the_image(page):
 
 
 def test_dragging_a_slider_shows_new_images_while_dragging(page):
-  """A 2-second scripted drag: the image follows (the latency target itself is a benchmark)."""
+  """A 2-second scripted drag shows at least 20 new images a second (issue 24's figure)."""
   box = page.locator("#sliders input").nth(4).bounding_box()
   y = box["y"] + box["height"] / 2
   page.mouse.move(box["x"] + 5, y)
@@ -94,7 +94,7 @@ def test_dragging_a_slider_shows_new_images_while_dragging(page):
   page.mouse.up()
   per_second = (frames(page) - start) / (time.perf_counter() - t0)
   print(f"{per_second:.1f} new images per second while dragging")
-  assert per_second >= 10
+  assert per_second >= 20
 
 
 def _face_file(tmp_path: Path) -> Path:

@@ -36,6 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 
 def space_to_depth(x_BHWC: jax.Array) -> jax.Array:
@@ -53,6 +54,45 @@ def depth_to_space(x_BHWC: jax.Array) -> jax.Array:
   return x.reshape(b, 2 * h, 2 * w, c)
 
 
+def on_pixels(layer: nn.Module, x_BHWC: jax.Array) -> jax.Array:
+  """``layer`` (acting on the last axis) applied to every pixel, as one B·H·W×C matrix.
+
+  On the 4-D array XLA's CPU backend lays out the kernel gradient's dot with
+  a transpose of the whole activation, which at full resolution costs more
+  than the dot itself; on the flattened matrix it does not.
+  """
+  y = layer(x_BHWC.reshape(-1, x_BHWC.shape[-1]))
+  return y.reshape(x_BHWC.shape[:-1] + y.shape[-1:])
+
+
+class NeighbourhoodConv(nn.Module):
+  """An n×n convolution (stride 1, ``"SAME"`` padding) computed as one matmul of the neighbourhoods.
+
+  Each pixel's n×n neighbourhood (zero outside the image) is gathered into
+  its channels, in ``nn.Conv``'s kernel order, and multiplied by the kernel
+  as one matrix: the parameters, their initialisation and the result (up to
+  float rounding) are ``nn.Conv(features, (n, n))``'s, at the speed of a
+  matmul, where XLA's CPU convolutions and their gradients are slow.
+  """
+
+  features: int
+  size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    n, (b, h, w, c) = self.size, x_BHWC.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (n, n, c, self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    x, kernel, bias = promote_dtype(x_BHWC, kernel, bias, dtype=self.dtype)
+    low = (n - 1) // 2
+    padded = jnp.pad(x, ((0, 0), (low, n - 1 - low), (low, n - 1 - low), (0, 0)))
+    taps = [padded[:, dy : dy + h, dx : dx + w] for dy in range(n) for dx in range(n)]
+    neighbourhoods = jnp.concatenate(taps, axis=-1).reshape(b * h * w, n * n * c)
+    y = neighbourhoods @ kernel.reshape(n * n * c, self.features) + bias
+    return y.reshape(b, h, w, self.features)
+
+
 class FCNEncoder(nn.Module):
   """Stride-2 2×2 convolutions (space-to-depth + dense) with ReLU, then heads."""
 
@@ -65,9 +105,9 @@ class FCNEncoder(nn.Module):
   def __call__(self, x_BHWC: jax.Array) -> tuple[jax.Array, jax.Array]:
     h = x_BHWC
     for i, c in enumerate(self.channels):
-      h = nn.relu(nn.Dense(c, dtype=self.dtype, name=f"down_{i}")(space_to_depth(h)))
+      h = nn.relu(on_pixels(nn.Dense(c, dtype=self.dtype, name=f"down_{i}"), space_to_depth(h)))
       for j in range(self.mix):
-        h = nn.relu(nn.Dense(c, dtype=self.dtype, name=f"mix_{i}_{j}")(h))
+        h = nn.relu(on_pixels(nn.Dense(c, dtype=self.dtype, name=f"mix_{i}_{j}"), h))
     h = h.reshape(h.shape[0], -1)
     return (
       nn.Dense(self.latent_dim, dtype=self.dtype, name="mean")(h),
@@ -104,14 +144,13 @@ class FCNDecoder(nn.Module):
     last = len(self.channels) - 1
     sizes = tuple(self.up_neighbourhoods) or (1,) * len(self.channels)
     for i, (c, size) in enumerate(zip(self.channels, sizes, strict=True)):
-      layer = (
-        nn.Dense(4 * c, dtype=self.dtype, name=f"up_{i}")
-        if size == 1
-        else nn.Conv(4 * c, (size, size), dtype=self.dtype, name=f"up_{i}")
-      )
-      h = depth_to_space(layer(h))
+      if size == 1:
+        h = on_pixels(nn.Dense(4 * c, dtype=self.dtype, name=f"up_{i}"), h)
+      else:
+        h = NeighbourhoodConv(4 * c, size, self.dtype, name=f"up_{i}")(h)
+      h = depth_to_space(h)
       if i < last:
         h = nn.relu(h)
         for j in range(self.mix):
-          h = nn.relu(nn.Dense(c, dtype=self.dtype, name=f"mix_{i}_{j}")(h))
+          h = nn.relu(on_pixels(nn.Dense(c, dtype=self.dtype, name=f"mix_{i}_{j}"), h))
     return h

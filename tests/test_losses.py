@@ -192,11 +192,44 @@ def test_reconstruction_nll_is_summed_per_image(likelihood, discretized):
   x01 = jnp.asarray(x, jnp.float32) / 255
   if likelihood == "bernoulli":
     want = -losses.bernoulli_log_prob(x01, jnp.asarray(decoded))
+  elif likelihood == "logistic":  # always the discrete probability
+    want = -losses.discretized_logistic_log_prob(jnp.asarray(x), jnp.asarray(decoded), log_scale)
   elif discretized:
     want = -losses.discretized_gaussian_log_prob(jnp.asarray(x), jnp.asarray(decoded), log_scale)
   else:
     want = -losses.gaussian_log_prob(x01, jnp.asarray(decoded), log_scale)
   np.testing.assert_allclose(np.asarray(nll), np.asarray(want), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loc", [0.0, 0.3, 0.5, 1.0, 1.4])
+@pytest.mark.parametrize("scale", [0.5 / 255, 3 / 255, 0.05, 0.4])
+def test_the_discretised_logistic_is_a_distribution_over_the_256_levels(loc, scale):
+  levels = jnp.arange(256, dtype=jnp.uint8).reshape(256, 1, 1, 1)
+  logp = losses.discretized_logistic_log_prob(
+    levels, jnp.full(levels.shape, loc), jnp.full(levels.shape, math.log(scale))
+  )
+  assert np.isfinite(np.asarray(logp)).all()
+  np.testing.assert_allclose(float(jnp.sum(jnp.exp(logp))), 1.0, rtol=1e-5)
+  # Each bin is σ(a) − σ(b), computed here in float64 (a, b its ends in units of the scale).
+  k = np.arange(256)
+  cdf = lambda v: special.expit((v - loc) / scale)
+  upper = np.where(k == 255, 1.0, cdf((k + 0.5) / 255))
+  lower = np.where(k == 0, 0.0, cdf((k - 0.5) / 255))
+  want = np.log(np.maximum(upper - lower, 1e-300))
+  mass = upper - lower > 1e-12  # where float64 itself can still tell the difference
+  np.testing.assert_allclose(np.asarray(logp)[mass], want[mass], rtol=2e-4, atol=2e-4)
+
+
+def test_the_discretised_logistic_takes_a_scale_per_pixel():
+  x = jnp.asarray([[[[10], [200]]]], jnp.uint8)
+  loc = jnp.asarray([[[[10 / 255], [200 / 255]]]])
+  narrow, wide = math.log(0.5 / 255), math.log(40 / 255)
+  both = losses.discretized_logistic_log_prob(x, loc, jnp.asarray([[[[narrow], [wide]]]]))
+  each = [
+    losses.discretized_logistic_log_prob(x[:, :, i : i + 1], loc[:, :, i : i + 1], s)
+    for i, s in enumerate((narrow, wide))
+  ]
+  np.testing.assert_allclose(float(both[0]), float(each[0][0] + each[1][0]), rtol=1e-6)
 
 
 def test_reconstruction_nll_rejects_an_unknown_likelihood():

@@ -20,6 +20,7 @@ from vae_jax.models import build_model
 from vae_jax.models.conv import conv_encoder_geometry
 from vae_jax.models.fcn import FCNDecoder, depth_to_space, space_to_depth
 from vae_jax.models.vae import VAE
+from vae_jax.tasks.vae import standalone_training
 from vae_jax.trainer import ParamGroups, make_optimizer
 
 _KEY = jax.random.key(0)
@@ -329,14 +330,13 @@ def test_learned_scale_adds_exactly_one_parameter():
   assert set(fixed) <= set(learned)
   assert learned[("log_scale",)].shape == ()
   assert _num_params(learned) == _num_params(fixed) + 1
-  # Its initial value is log(config.loss.scale). (Initialising through ``likelihood_log_scale``
-  # creates only that parameter: the encoder and decoder are never called.)
-  params = model.init(_KEY, method=model.likelihood_log_scale)["params"]
-  assert set(params) == {"log_scale"}
+  # Its initial value is log(config.loss.scale), and it is the scale the likelihood uses.
+  x = jnp.zeros((1,) + image_shape, jnp.uint8)
+  params = model.init(_KEY, x, _KEY)["params"]
   assert float(params["log_scale"]) == pytest.approx(math.log(0.2))
-  assert float(model.apply({"params": params}, method=model.likelihood_log_scale)) == pytest.approx(
-    math.log(0.2)
-  )
+  z = jnp.zeros((1, config.model.latent_dim))
+  _, log_scale = model.apply({"params": params}, z, method=model.decode_likelihood)
+  assert float(log_scale) == pytest.approx(math.log(0.2))
 
 
 # --- The learned prior and the sub-pixel upsamplings
@@ -423,3 +423,23 @@ def test_up_neighbourhoods_need_one_positive_size_per_upsampling(sizes):
   config.model.up_neighbourhoods = sizes
   with pytest.raises(ValueError, match="up_neighbourhoods"):
     build_model(config.model, config.loss, _image_shape(config))
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian_per_pixel", "logistic"])
+@pytest.mark.parametrize("name", ["faces_mlp", "faces_conv", "galaxy"])
+def test_a_per_pixel_scale_comes_from_the_decoder_with_a_floor(name, likelihood):
+  config = load_config(name, "smoke")
+  config.loss.likelihood = likelihood
+  shape = _image_shape(config)
+  model = build_model(config.model, config.loss, shape)
+  x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2,) + shape, dtype=np.uint8))
+  params = jax.jit(model.init)(_KEY, x, _KEY)["params"]
+  out = jax.jit(model.apply)({"params": params}, x, _KEY)
+  assert out["decoded"].shape == out["log_scale"].shape == x.shape
+  scale = np.exp(np.asarray(out["log_scale"]))
+  assert (scale >= config.loss.min_scale * (1 - 1e-6)).all() and scale.std() > 0
+  # It trains: the training objective is the likelihood's (the logistic's exact discrete one).
+  _, state, step = standalone_training(config, _KEY, total_steps=10)
+  batch = np.repeat(np.asarray(x), config.train.batch_size // 2, axis=0)
+  state, metrics = step(state, batch, _KEY)
+  assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["grad_norm"]))

@@ -26,10 +26,10 @@ import ml_collections
 
 from vae_jax import files, models
 from vae_jax.errors import ConfigError, WorkdirError
+from vae_jax.losses import LIKELIHOODS
 
 CONFIG_FILENAME = "config.json"
 TASKS = ("vae", "colorizer")
-LIKELIHOODS = ("gaussian", "gaussian_learned", "bernoulli")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 SOURCE_FORMS = ("synthetic:faces", "synthetic:galaxies", "folder:PATH", "npz:PATH", "tfds:NAME")
 
@@ -85,10 +85,10 @@ def base_config(task: str = "vae") -> ml_collections.ConfigDict:
     c.model.latent_dim = 10
     c.model.output_activation = "sigmoid"
     c.model.learned_prior = False  # learn the prior's mean and scale (vae_jax/models/vae.py)
-    c.loss.likelihood = "gaussian"  # gaussian | gaussian_learned | bernoulli
-    c.loss.scale = (
-      0.1  # σ of the Gaussian likelihood on the [0, 1] scale (initial value if learned)
-    )
+    # gaussian | gaussian_learned | gaussian_per_pixel | logistic | bernoulli (vae_jax/losses.py)
+    c.loss.likelihood = "gaussian"
+    c.loss.scale = 0.1  # σ on the [0, 1] scale: fixed, or where a learned one starts
+    c.loss.min_scale = 1.0 / 255.0  # floor of a per-pixel scale (gaussian_per_pixel, logistic)
     c.loss.beta = 1.0
     c.loss.warmup_steps = 0  # linear KL warm-up from 0 to beta
     c.loss.free_bits = 0.0  # nats per latent dimension
@@ -368,6 +368,7 @@ _TASK_RULES = {
     "model.learned_prior": _boolean,
     "loss.likelihood": _one_of(*LIKELIHOODS),
     "loss.scale": _POSITIVE,
+    "loss.min_scale": _real_in(0.0, 1.0, open_low=True),
     "loss.beta": _NON_NEGATIVE,
     "loss.warmup_steps": _int_at_least(0),
     "loss.free_bits": _NON_NEGATIVE,

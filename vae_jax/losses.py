@@ -18,7 +18,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-LIKELIHOODS = ("gaussian", "gaussian_learned", "bernoulli")
+# gaussian: one fixed σ; gaussian_learned: one learned σ; gaussian_per_pixel: a σ per pixel from the
+# decoder; logistic: a discretised logistic with a scale per pixel; bernoulli: logits.
+LIKELIHOODS = ("gaussian", "gaussian_learned", "gaussian_per_pixel", "logistic", "bernoulli")
+PER_PIXEL_SCALE = ("gaussian_per_pixel", "logistic")  # the decoder outputs a scale per pixel too
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -74,6 +77,30 @@ def discretized_gaussian_log_prob(
   return _sum_per_image(jnp.where(use_density, density, logp))
 
 
+def discretized_logistic_log_prob(
+  x_uint8: jax.Array, loc: jax.Array, log_scale: jax.Array
+) -> jax.Array:
+  """log P(x) of integer pixels under a logistic on [0, 1] binned into 256 levels, per image.
+
+  Level k covers [(k - ½)/255, (k + ½)/255] and the end bins extend to ±∞
+  (PixelCNN++'s likelihood, one component). With a = (x + ½/255 − μ)/s and
+  b = (x − ½/255 − μ)/s, P = σ(a) − σ(b) = σ(a)·(1 − σ(b))·(1 − e^(b−a)):
+  two softplus and one expm1 per pixel, exact where σ(a) − σ(b) would cancel.
+  The edges are computed in units of levels, (k ± ½) − 255·μ, so that
+  neighbouring bins share theirs exactly and the 256 probabilities sum to one.
+  """
+  x = x_uint8.astype(jnp.float32)
+  location = 255.0 * loc
+  inv_scale = jnp.exp(-log_scale) / 255.0  # per level
+  upper = ((x + 0.5) - location) * inv_scale
+  lower = ((x - 0.5) - location) * inv_scale
+  log_below_upper = jnp.where(x_uint8 == 255, 0.0, -jax.nn.softplus(-upper))  # log σ(a)
+  log_above_lower = jnp.where(x_uint8 == 0, 0.0, -jax.nn.softplus(lower))  # log(1 − σ(b))
+  interior = (x_uint8 != 0) & (x_uint8 != 255)
+  log_width = jnp.where(interior, jnp.log(-jnp.expm1(-inv_scale)), 0.0)
+  return _sum_per_image(log_below_upper + log_above_lower + log_width)
+
+
 def bernoulli_log_prob(x: jax.Array, logits: jax.Array) -> jax.Array:
   """Bernoulli (binary cross-entropy) log likelihood of x ∈ [0, 1], per image."""
   return _sum_per_image(x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits))
@@ -101,13 +128,17 @@ def reconstruction_nll(
   Args:
     likelihood: one of ``LIKELIHOODS``.
     x_uint8: the data, uint8 B×H×W×C.
-    decoded: decoder output: the mean on the [0, 1] scale for Gaussians, the
-      logits for Bernoulli.
-    log_scale: log σ of the Gaussian (scalar or broadcastable); ignored for
-      Bernoulli.
-    discretized: use the 256-level discretised Gaussian (for reporting).
+    decoded: decoder output: the location on the [0, 1] scale (the mean of
+      the Gaussians and the logistic), the logits for Bernoulli.
+    log_scale: log σ of the Gaussian, or of the logistic's scale (a scalar
+      or one per pixel); ignored for Bernoulli.
+    discretized: use the 256-level discretised Gaussian (for reporting);
+      the logistic is always discretised, so training optimises exactly
+      what is reported.
   """
-  if likelihood in ("gaussian", "gaussian_learned"):
+  if likelihood == "logistic":
+    return -discretized_logistic_log_prob(x_uint8, decoded, log_scale)
+  if likelihood in ("gaussian", "gaussian_learned", "gaussian_per_pixel"):
     if discretized:
       return -discretized_gaussian_log_prob(x_uint8, decoded, log_scale)
     return -gaussian_log_prob(to_unit(x_uint8), decoded, log_scale)

@@ -64,12 +64,11 @@ def vae_log_weight_fn(
   The likelihood is the discretised one for Gaussians (as the evaluation's
   −ELBO), so the bound is on the probability of the 8-bit pixel values.
   """
-  log_scale = model.apply({"params": params}, method=model.likelihood_log_scale)
   discretized = likelihood != "bernoulli"
 
   def log_weight(key: jax.Array) -> jax.Array:
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
-    decoded = model.apply({"params": params}, z, method=model.decode)
+    decoded, log_scale = model.apply({"params": params}, z, method=model.decode_likelihood)
     log_px_z = -losses.reconstruction_nll(likelihood, x_uint8, decoded, log_scale, discretized)
     log_pz = diagonal_gaussian_log_prob(z, 0.0, jnp.zeros_like(z))
     return log_px_z + log_pz - diagonal_gaussian_log_prob(z, mean, logvar)

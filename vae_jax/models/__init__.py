@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from vae_jax.errors import ConfigError
+from vae_jax.losses import PER_PIXEL_SCALE
 from vae_jax.models.colorizer import build_colorizer, check_colorizer_config
 from vae_jax.models.conv import (
   ConvDecoder,
@@ -141,13 +142,17 @@ def build_model(
     raise ConfigError(
       f"Unknown config.model.name {model_cfg.name!r}; choose one of {sorted(REGISTRY)}."
     )
-  encoder, decoder = REGISTRY[model_cfg.name](model_cfg, tuple(shape), dtype)
+  per_pixel = loss_cfg.likelihood in PER_PIXEL_SCALE
+  out_shape = tuple(shape[:2]) + (shape[2] * (2 if per_pixel else 1),)  # the scale's channels too
+  encoder, decoder = REGISTRY[model_cfg.name](model_cfg, out_shape, dtype)
   return VAE(
     encoder=encoder,
     decoder=decoder,
     output_activation=model_cfg.output_activation,
     learn_scale=loss_cfg.likelihood == "gaussian_learned",
+    scale_per_pixel=per_pixel,
     init_log_scale=math.log(loss_cfg.scale),
+    min_scale=loss_cfg.min_scale,
     dtype=dtype,
     latent_dim=model_cfg.latent_dim,
     learned_prior=model_cfg.learned_prior,

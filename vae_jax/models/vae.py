@@ -7,6 +7,7 @@ argument (no Flax rng streams), so a train step derives it from
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -34,10 +35,15 @@ class VAE(nn.Module):
 
   Attributes:
     encoder: maps images in [-1, 1] (B×H×W×C) to ``(mean_BZ, logvar_BZ)``.
-    decoder: maps ``z_BZ`` to raw outputs B×H×W×C.
+    decoder: maps ``z_BZ`` to raw outputs B×H×W×C (B×H×W×2C with
+      ``scale_per_pixel``: the location's channels, then the scale's).
     output_activation: how raw decoder outputs become data-scale means.
     learn_scale: learn one global log σ of the Gaussian likelihood.
-    init_log_scale: log σ (fixed, or the learned one's initial value).
+    scale_per_pixel: the decoder predicts the likelihood's scale for every
+      pixel, ``min_scale + softplus(raw)`` (a floor, so it cannot collapse).
+    init_log_scale: log σ (fixed, or the learned one's initial value; with
+      ``scale_per_pixel``, the scale a zero raw output stands for).
+    min_scale: the floor of a per-pixel scale, on the [0, 1] scale.
     dtype: the dtype of the computation: the encoder's input, hence every
       activation (the encoder and decoder are built with the same dtype);
       ``bfloat16`` for mixed precision. Parameters, the likelihood's scale
@@ -60,7 +66,9 @@ class VAE(nn.Module):
   decoder: nn.Module
   output_activation: str = "sigmoid"
   learn_scale: bool = False
+  scale_per_pixel: bool = False
   init_log_scale: float = -2.302585  # σ = 0.1
+  min_scale: float = 1.0 / 255.0
   dtype: Any = jnp.float32
   latent_dim: int = 0
   learned_prior: bool = False
@@ -88,12 +96,27 @@ class VAE(nn.Module):
 
   def decode(self, z_BZ: jax.Array) -> jax.Array:
     """Data-scale means for codes in the prior's coordinates (N(0, I) draws are prior samples)."""
+    return self.decode_likelihood(z_BZ)[0]
+
+  def decode_likelihood(self, z_BZ: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(location, log_scale)`` of p(x|z): the decoded image, and the scale(s) around it."""
     if self.learned_prior:
       z_BZ = (self.prior_mean + jnp.exp(self.prior_log_std) * z_BZ).astype(self.dtype)
-    return _activate(self.decoder(z_BZ), self.output_activation)
+    raw = self.decoder(z_BZ)
+    if not self.scale_per_pixel:
+      return _activate(raw, self.output_activation), self.log_scale
+    loc_raw, scale_raw = jnp.split(raw.astype(jnp.float32), 2, axis=-1)
+    # A raw output of 0 means the initial scale: floor + softplus(offset) = exp(init_log_scale).
+    offset = math.log(math.expm1(max(math.exp(self.init_log_scale) - self.min_scale, 1e-6)))
+    scale = self.min_scale + jax.nn.softplus(scale_raw + offset)
+    return _activate(loc_raw, self.output_activation), jnp.log(scale)
 
-  def likelihood_log_scale(self) -> jax.Array:
-    return self.log_scale
+  def __call__(self, x_uint8: jax.Array, key: jax.Array) -> dict[str, Any]:
+    mean, logvar = self.encode(x_uint8)
+    eps = jax.random.normal(key, mean.shape, jnp.float32)  # the same draws whatever the dtype
+    z = mean + jnp.exp(0.5 * logvar) * eps
+    decoded, log_scale = self.decode_likelihood(z.astype(self.dtype))
+    return {"decoded": decoded, "mean": mean, "logvar": logvar, "z": z, "log_scale": log_scale}
 
   @staticmethod
   def optimizer_groups(params: Any) -> Any:
@@ -118,15 +141,3 @@ class VAE(nn.Module):
     every likelihood figure.
     """
     return {k: jax.tree.map(lambda _, k=k: k != "log_scale", v) for k, v in params.items()}
-
-  def __call__(self, x_uint8: jax.Array, key: jax.Array) -> dict[str, Any]:
-    mean, logvar = self.encode(x_uint8)
-    eps = jax.random.normal(key, mean.shape, jnp.float32)  # the same draws whatever the dtype
-    z = mean + jnp.exp(0.5 * logvar) * eps
-    return {
-      "decoded": self.decode(z.astype(self.dtype)),
-      "mean": mean,
-      "logvar": logvar,
-      "z": z,
-      "log_scale": self.log_scale,
-    }

@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""PCA baseline: held-out PSNR of a k-component PCA fitted on a config's training split.
+"""PCA and PPCA baselines: held-out PSNR of PCA-k and bits/dim of probabilistic PCA-k.
 
-The VAE's reconstruction PSNR means little without this yardstick: a linear
-code of the same size as the latent. Same split, preprocessing and PSNR
-definitions as training: ``*_psnr_db`` the mean over images of per-image
-PSNR on [0, 1], ``*_pooled_psnr_db`` the PSNR of the mean squared error.
+The VAE's reconstruction PSNR and bits/dim mean little without these
+yardsticks: a linear code of the same size as the latent, fitted in closed
+form on the config's training split (``vae_jax.baselines``). Same split,
+preprocessing and definitions as training: ``*_psnr_db`` the mean over
+images of per-image PSNR on [0, 1], ``*_pooled_psnr_db`` the PSNR of the
+mean squared error, ``ppca_bits_per_dim`` the probability of the integer
+pixels. ``bin/evaluate.py --baseline`` prints the same for a run.
 
-  python benchmarks/pca_baseline.py --config configs/faces_mlp.py \
+  python benchmarks/pca_baseline.py --config configs/faces_mlp.py \\
       --config.data.source=folder:../shared/data/anime_faces_30/small
 
 ``--subspaces=K`` adds a second yardstick, for what a piecewise-linear code
@@ -22,6 +25,7 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
+from vae_jax import baselines
 from vae_jax.data.dataset import build_dataset, load_images
 from vae_jax.losses import psnr_of_mse
 
@@ -34,66 +38,32 @@ _SUBSPACES = flags.DEFINE_integer(
 )
 
 
-def _flat(images: np.ndarray) -> np.ndarray:
-  return images.reshape(len(images), -1).astype(np.float64) / 255.0
-
-
-def _fit_pca(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and top-k principal directions (orthonormal rows) of the flat images x.
-
-  From the eigenvectors of the smaller of the two Gram matrices: for 1260 galaxies of 196 608
-  numbers that is 1260×1260, seconds where an SVD of the data takes a minute and a half.
-  """
-  mean = x.mean(0)
-  d = x - mean
-  if len(d) < d.shape[1]:
-    eigenvalues, u = np.linalg.eigh(d @ d.T)
-    top = np.argsort(eigenvalues)[::-1][:k]
-    basis = u[:, top].T @ d
-    return mean, basis / np.linalg.norm(basis, axis=1, keepdims=True)
-  eigenvalues, v = np.linalg.eigh(d.T @ d)
-  return mean, v[:, np.argsort(eigenvalues)[::-1][:k]].T
-
-
-def _project(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
-  return (x - mean) @ basis.T @ basis + mean
-
-
-def _clipped_mse(recon: np.ndarray, x: np.ndarray) -> np.ndarray:
-  """Per-image mean squared error of flat reconstructions clipped to [0, 1] (as decoded images)."""
-  return np.mean((np.clip(recon, 0.0, 1.0) - x) ** 2, axis=1)
-
-
 def _db(mse: np.ndarray, pooled: bool = False) -> float:
   """PSNR (dB) from per-image MSEs: the mean of per-image PSNRs (training's ``psnr_db``), or with
   ``pooled`` the PSNR of the mean squared error (``pooled_psnr_db``)."""
   return float(psnr_of_mse(np.mean(mse)) if pooled else np.mean(psnr_of_mse(mse)))
 
 
-def _psnr(recon: np.ndarray, x: np.ndarray, pooled: bool = False) -> float:
-  return _db(_clipped_mse(recon, x), pooled)
-
-
 def pca_psnr(train: np.ndarray, val: np.ndarray, k: int, pooled: bool = False) -> float:
   """PSNR (per-image mean, or ``pooled``) of val images projected on train's top-k components."""
-  mean, basis = _fit_pca(_flat(train), k)
-  y = _flat(val)
-  return _psnr(_project(y, mean, basis), y, pooled)
+  scores = baselines.psnr(baselines.fit_pca(train, k), val)
+  return scores["pooled_psnr_db" if pooled else "psnr_db"]
 
 
-def _residual_energy(x: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
-  """Per-image squared error of projecting x on (mean, orthonormal basis), projections unformed."""
-  d = x - mean
-  return np.sum(d * d, axis=1) - np.sum((d @ basis.T) ** 2, axis=1)
+def _residual_energy(x: np.ndarray, pca: baselines.PCA) -> np.ndarray:
+  """Per-image squared error of projecting x on a PCA's subspace, projections unformed."""
+  d = x - pca.mean
+  return np.sum(d * d, axis=1) - np.sum((d @ pca.basis.T) ** 2, axis=1)
 
 
 def _best_of(x: np.ndarray, fits: list) -> tuple[np.ndarray, np.ndarray]:
   """(the best subspace of each image, the clipped per-image MSE of its reconstruction there)."""
-  best = np.argmin(np.stack([_residual_energy(x, *fit) for fit in fits]), axis=0)
+  best = np.argmin(np.stack([_residual_energy(x, fit) for fit in fits]), axis=0)
   mse = np.empty(len(x))
   for c, fit in enumerate(fits):
-    rows = best == c
-    mse[rows] = _clipped_mse(_project(x[rows], *fit), x[rows])
+    rows = x[best == c]
+    recon = (rows - fit.mean) @ fit.basis.T @ fit.basis + fit.mean
+    mse[best == c] = np.mean((np.clip(recon, 0.0, 1.0) - rows) ** 2, axis=1)
   return best, mse
 
 
@@ -109,11 +79,12 @@ def local_pca_psnr(
   the global PCA (too few images to fit k directions). One subspace's residuals in memory at a time,
   so 256×256 RGB splits fit.
   """
-  x, y = _flat(train), _flat(val)
+  x, y = baselines.flat(train), baselines.flat(val)
   labels = np.random.default_rng(seed).integers(0, subspaces, len(x))
   for _ in tqdm.trange(iterations, desc=f"{subspaces} subspaces", unit="iteration", leave=False):
     fits = [
-      _fit_pca(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k) for c in range(subspaces)
+      baselines.fit_pca_flat(x[labels == c] if np.sum(labels == c) >= 2 * k else x, k)
+      for c in range(subspaces)
     ]
     labels, train_mse = _best_of(x, fits)
   _, val_mse = _best_of(y, fits)
@@ -132,13 +103,11 @@ def main(argv):
   ds = build_dataset(config)
   train = load_images(ds.train, ds.preprocess, desc="train images")
   val = load_images(ds.val, ds.preprocess, desc="val images")
-  y = _flat(val)
-  mean, basis = _fit_pca(_flat(train), k)
-  recon = {"pca": _project(y, mean, basis), "mean_image": np.broadcast_to(mean, y.shape)}
-  result = {"source": config.data.source, "n_train": len(train), "n_val": len(val), "components": k}
-  for name, r in recon.items():
-    result[f"{name}_psnr_db"] = _psnr(r, y)
-    result[f"{name}_pooled_psnr_db"] = _psnr(r, y, pooled=True)
+  result = {"source": config.data.source, "n_train": len(train), "n_val": len(val)}
+  result.update(baselines.report(train, val, k))
+  mean_mse = np.mean((baselines.flat(train).mean(0) - baselines.flat(val)) ** 2, axis=1)
+  result["mean_image_psnr_db"] = _db(mean_mse)
+  result["mean_image_pooled_psnr_db"] = _db(mean_mse, pooled=True)
   if _SUBSPACES.value:
     result.update(subspaces=_SUBSPACES.value, **local_pca_psnr(train, val, k, _SUBSPACES.value))
   print(json.dumps(result))

@@ -121,6 +121,22 @@ def test_discretized_gaussian_matches_scipy_cdf_differences(loc, scale):
   np.testing.assert_allclose(got[resolvable], np.log(want[resolvable]), rtol=1e-4, atol=3e-4)
 
 
+@pytest.mark.parametrize("loc, scale", [(0.9, 0.01), (0.05, 0.02), (0.5, 0.003)])
+def test_discretized_gaussian_is_exact_far_in_the_tails(loc, scale):
+  """Bins tens of σ from the mean, where erfc underflows, against scipy's log CDF in float64."""
+  k = np.arange(256, dtype=np.float64)
+  upper = np.where(k == 255, np.inf, (k + 0.5) / 255 - loc) / scale
+  lower = np.where(k == 0, -np.inf, (k - 0.5) / 255 - loc) / scale
+  right = lower > 0
+  hi, lo = np.where(right, -lower, upper), np.where(right, -upper, lower)
+  log_hi = stats.norm.logcdf(hi)
+  want = log_hi + np.log1p(-np.exp(stats.norm.logcdf(lo) - log_hi))
+  got = _discrete_log_probs(loc, scale)
+  far = np.minimum(np.abs(upper), np.abs(lower)) > 10
+  assert far.sum() > 100
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-3)
+
+
 def test_discretized_gaussian_small_bins_are_density_times_width():
   """With σ ≫ bin width (1/255), interior bins hold ≈ density × width."""
   loc, scale = 0.45, 0.5

@@ -23,7 +23,14 @@ _N = flags.DEFINE_integer(
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the images and the prior draws.")
 _TEMPERATURE = flags.DEFINE_float(
-  "temperature", 1.0, "prior, colorize: standard deviation of the latent draws."
+  "temperature", 1.0, "prior, colorize: scales the spread of the latent draws (1: as fitted)."
+)
+_SAMPLER = flags.DEFINE_enum(
+  "sampler",
+  "gmm",
+  ["gmm", "prior"],
+  "prior, colorize: where codes come from: gmm, a Gaussian mixture fitted to the training "
+  "images' codes (fitted once on runs that lack one), or prior, N(0, I).",
 )
 _DATA = flags.DEFINE_string(
   "data", None, "Take images from this source (folder:PATH, npz:PATH, ...) instead."
@@ -49,6 +56,7 @@ def main(argv):
       _KIND.value,
       _N.value,
       temperature=_TEMPERATURE.value,
+      sampler=_SAMPLER.value,
       spherical=_SLERP.value,
       dims=tuple(int(d) for d in _DIMS.value) if _DIMS.value else None,
       colorizer=_COLORIZER.value,

@@ -278,7 +278,7 @@ def test_sample_kind_colorize_draws_grey_rows_above_colour_rows(
   vae_workdir, colorizer_workdir, tmp_path
 ):
   grey, rgb = _colorized_prior_samples(vae_workdir, colorizer_workdir, n=8, seed=0)
-  kind = sampling.Colorize(faces=8, colorizer=str(colorizer_workdir))
+  kind = sampling.Colorize(faces=8, colorizer=str(colorizer_workdir), sampler="prior")
   path = sampling.write_samples(vae_workdir, kind, tmp_path / "c.png")
   picture = np.asarray(Image.open(path))
   again = sampling.write_samples(vae_workdir, kind, tmp_path / "again.png")

@@ -19,6 +19,7 @@ def test_sigkill_with_workers_over_many_epochs_then_rerun_gives_identical_parame
     "--config.train.eval_every=60",
     "--config.train.log_every=50",
     f"--config.data.worker_count={WORKERS}",
+    "--config.data.on_device_mb=0",  # read by the grain workers, not held on the device
   ]
   killed = tmp_path / "killed"
   kill_then_rerun(killed, overrides, STEPS)
@@ -32,6 +33,7 @@ def test_sigkill_with_workers_over_many_epochs_then_rerun_gives_identical_parame
     50,
   )
   config.data.worker_count = WORKERS
+  config.data.on_device_mb = 0
   straight = train_and_evaluate(config, tmp_path / "straight")
   restored = Checkpointer(ckpts).restore(straight)
   assert int(restored.step) == STEPS

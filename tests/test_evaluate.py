@@ -11,9 +11,11 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
+from vae_jax import evaluation
 from vae_jax.data.report import NoUsableImagesError
 from vae_jax.data.synthetic import FACE_FACTORS
 from vae_jax.evaluation import evaluate_workdir
+from vae_jax.inference import open_run
 
 KEYS = (
   "n_images",
@@ -106,14 +108,29 @@ def test_command_line_prints_one_json_object(workdir):
     sys.executable,
     str(ROOT / "bin" / "evaluate.py"),
     f"--workdir={workdir}",
-    "--iw_samples=3",
     "--split=train",
+    "--samples=16",
+    "--baseline",
   ]
   done = subprocess.run(cmd, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]
   result = json.loads(done.stdout)
-  assert result["n_images"] == 36 and result["split"] == "train" and result["iw_samples"] == 3
-  assert "Scoring" in done.stderr
+  assert result["n_images"] == 36 and result["split"] == "train"
+  # The smoke model is tiny: its default K is the largest.
+  assert result["iw_samples"] == 100 and "chosen for this model's cost" in done.stderr
+  realism = result["realism"]
+  assert realism["n_images"] == 16 and set(realism["auc"]) == {"gmm", "prior"}
+  assert all(0.0 <= auc <= 1.0 for auc in realism["auc"].values())
+  baseline = result["baseline"]
+  assert baseline["components"] == 10 and 0 < baseline["ppca_bits_per_dim"] < 8
+  assert baseline["ppca_noise_levels"] > 0 and np.isfinite(baseline["pca_psnr_db"])
+
+
+def test_the_default_k_fits_the_budget_of_the_model_and_images(workdir):
+  run = open_run(workdir)
+  ks = [evaluation.default_iw_samples(run, n) for n in (10, 10**4, 10**5, 10**6, 10**9)]
+  assert ks[0] == 100 and ks[-1] == 1 and ks == sorted(ks, reverse=True) and len(set(ks)) > 2
+  assert set(ks) <= {1, 2, 5, 10, 20, 50, 100}
 
 
 def test_bad_arguments_are_clear_errors(workdir):
@@ -123,3 +140,5 @@ def test_bad_arguments_are_clear_errors(workdir):
     evaluate_workdir(workdir, split="test")
   with pytest.raises(ValueError, match="max_images must be at least 1"):
     evaluate_workdir(workdir, max_images=0)
+  with pytest.raises(ValueError, match="samples must be at least 0"):
+    evaluate_workdir(workdir, samples=-1)

@@ -65,7 +65,7 @@ def test_meta_describes_the_run(server):
   assert status == 200 and kind == "application/json"
   assert meta["latent_dim"] == LATENT and meta["image_shape"] == [30, 30, 1]
   assert len(meta["kl_per_dim"]) == LATENT and meta["gallery_size"] == 12
-  assert len(set(meta["plane_dims"])) == 2 and meta["samplers"] == ["prior"]
+  assert len(set(meta["plane_dims"])) == 2 and meta["samplers"] == ["gmm", "prior"]
 
 
 def test_the_page_and_its_files_are_served(server):
@@ -114,6 +114,8 @@ def test_gallery_sample_and_strips(server):
   draw = json.loads(request(server, "POST", "/api/sample", {"seed": 4, "temperature": 0.5})[2])
   again = json.loads(request(server, "POST", "/api/sample", {"seed": 4, "temperature": 0.5})[2])
   assert draw == again and len(draw["code"]) == LATENT
+  prior = {"sampler": "prior", "seed": 4, "temperature": 0.5}
+  assert json.loads(request(server, "POST", "/api/sample", prior)[2]) != draw  # gmm by default
   a, b = [0.0] * LATENT, [1.0] * LATENT
   strips = {
     "interp": ({"kind": "interp", "a": a, "b": b}, (30, 9 * 31 + 1)),

@@ -61,8 +61,10 @@ def test_an_old_vae_run_samples_and_evaluates(tmp_path, strip):
   if strip:  # the migrated values are the ones the run was trained with
     assert run.config.data.max_upscale == 0.0 and run.config.train.ema_decay == 0.0
     assert run.config.task == "vae" and run.config.train.steps_per_dispatch == 1
+  assert run.mixture is None  # trained before samplers: the gmm is fitted when first asked for
   path = sampling.write_samples(workdir, sampling.Prior(side=3), seed=1)
   assert np.asarray(Image.open(path)).shape[0] > 3 * 30
+  assert open_run(workdir).mixture.step == 4
   report = evaluate_workdir(workdir, iw_samples=2)
   assert report["n_images"] == 12 and np.isfinite(report["neg_elbo_nats"])
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import itertools
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from vae_jax.config import base_config
 from vae_jax.data.dataset import build_dataset, load_images, split_indices
-from vae_jax.data.pipeline import train_iterator
+from vae_jax.data.pipeline import DeviceBatches, train_iterator
 
 NUM_IMAGES, IMAGE_SIZE = 50, 4
 BATCH = 6  # does not divide the 40 training images: batches straddle epochs
@@ -145,6 +146,25 @@ def test_batch_larger_than_the_training_split_raises_suggesting_one_that_fits(da
     train_iterator(dataset, 41, seed=0)
   suggested = int(str(error.value).rsplit("--config.train.batch_size=", 1)[1].rstrip("."))
   assert next(iter(train_iterator(dataset, suggested, seed=0))).shape[0] == suggested
+
+
+# --- The split held on the device ----------------------------------------------------------------
+
+
+def test_device_batches_are_the_host_pipelines_batches_with_the_same_state(dataset):
+  on_device = jax.device_put(load_images(dataset.train, dataset.preprocess))
+  host = train_iterator(dataset, BATCH, seed=4)
+  device = DeviceBatches(on_device, BATCH, seed=4)
+  for x, y in zip(_take(device, 12), _take(host, 12), strict=True):  # over an epoch boundary
+    np.testing.assert_array_equal(x, y)
+  assert device.get_state() == host.get_state() == {"next_batch": 12}
+  stacked = DeviceBatches(on_device, BATCH, seed=4, stack=3)
+  stacked.set_state({"next_batch": 6})  # a checkpoint of either path resumes the other
+  host.set_state({"next_batch": 6})
+  np.testing.assert_array_equal(next(stacked), np.stack(_take(host, 3)))
+  assert stacked.get_state() == {"next_batch": 9}
+  with pytest.raises(ValueError, match="batch_size=41 is larger than the 40 training images"):
+    DeviceBatches(on_device, 41, seed=0)
 
 
 # --- Eager loading (evaluation sets, picture grids) ----------------------------------------------

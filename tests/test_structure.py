@@ -78,5 +78,8 @@ def test_looking_inside_a_run_loads_no_training_machinery(module):
   loaded = set(done.stdout.split())
   if module == "vae_jax.inference":
     assert not loaded, loaded
-  else:  # reading images may show a progress bar (tqdm), nothing else of training
-    assert loaded <= {"tqdm", *(m for m in loaded if m.startswith("tqdm."))}, loaded
+    return
+  # Reading images may show a progress bar (tqdm); the evaluation's realism test trains a small
+  # classifier (optax); nothing else of training.
+  allowed = ("tqdm", "optax") if module == "vae_jax.evaluation" else ("tqdm",)
+  assert {m for m in loaded if m.split(".")[0] not in allowed} == set(), loaded

@@ -107,6 +107,20 @@ def test_rerun_resumes_and_continues(smoke_run, tmp_path):
   _assert_same(resumed, straight)
 
 
+def test_a_run_resumed_on_the_other_data_path_ends_as_an_unbroken_run(tmp_path):
+  """6 steps reading batches on the host, 3 more with the split on the device = 9 on the device."""
+  host, device = load_config("faces_mlp"), load_config("faces_mlp")
+  host.opt.schedule = device.opt.schedule = "constant"
+  host.data.on_device_mb = 0
+  device.train.steps = 9
+  staged = tmp_path / "staged"
+  train_and_evaluate(host, staged)
+  resumed = train_and_evaluate(device, staged)
+  straight = train_and_evaluate(device, tmp_path / "straight")
+  assert int(resumed.step) == 9
+  _assert_same(resumed, straight)
+
+
 def test_sigkill_mid_training_then_rerun_gives_identical_parameters(tmp_path):
   """Kill -9 a run right after a checkpoint lands; the re-run ends where an unbroken one does."""
   steps, every = 300, 100

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -29,15 +30,16 @@ def batch_means(
   """Means over ``images_NHWC`` of the per-batch sums ``sums_fn(params, batch, mask, key)`` returns.
 
   The padding of the last batch is masked out; batch ``i`` gets the key ``fold_in(key, i)``.
+  The sums stay on the device until the last batch, so batches are dispatched back to back.
   """
   totals: dict[str, Any] = {}
   for i, (batch, count) in enumerate(
     fixed_size_batches(images_NHWC, min(batch_size, len(images_NHWC)))
   ):
     mask = (np.arange(len(batch)) < count).astype(np.float32)
-    sums = jax.device_get(sums_fn(params, batch, mask, jax.random.fold_in(key, i)))
-    totals = sums if not totals else jax.tree.map(np.add, totals, sums)
-  return {k: np.asarray(v) / len(images_NHWC) for k, v in totals.items()}
+    sums = sums_fn(params, batch, mask, jax.random.fold_in(key, i))
+    totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
+  return {k: np.asarray(v) / len(images_NHWC) for k, v in jax.device_get(totals).items()}
 
 
 def per_image(

@@ -60,6 +60,9 @@ def base_config(task: str = "vae") -> ml_collections.ConfigDict:
   c.data.max_rotation = 0.0  # … rotations by up to this many degrees
   c.data.max_zoom = 0.0  # … zooms by up to this fraction
   c.data.worker_count = 0  # grain worker processes (0: threads in this process)
+  # Hold the training split on the device when its preprocessed images take at most this many MB
+  # (one process; 0: never): batches are gathered there, the same ones the host pipeline reads.
+  c.data.on_device_mb = 1024
   c.data.cache = True  # decode folders/TFDS/resized arrays once into cache_dir
   c.data.cache_dir = ""  # "": $VAE_JAX_CACHE_DIR or ~/.cache/vae_jax
   c.data.decode_workers = 0  # threads decoding into the cache (0: one per core)
@@ -330,6 +333,7 @@ _COMMON_RULES = {
   "data.max_rotation": _real_in(0.0, 180.0),
   "data.max_zoom": _real_in(0.0, 1.0, open_high=True),
   "data.worker_count": _int_at_least(0),
+  "data.on_device_mb": _NON_NEGATIVE,
   "data.cache": _boolean,
   "data.cache_dir": _text,
   "data.decode_workers": _int_at_least(0),

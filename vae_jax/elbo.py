@@ -37,15 +37,18 @@ def elbo_terms(
   return {"rec": rec, "kl_BZ": losses.gaussian_kl(out["mean"], out["logvar"]), **out}
 
 
-def eval_sums(model: nn.Module, likelihood: str) -> Callable:
-  """``eval_step(params, batch_uint8, mask, key) -> sums`` of per-image metrics (to be jitted).
+def heldout_per_image(model: nn.Module, likelihood: str) -> Callable:
+  """``(params, batch_uint8, key) -> per-image metrics`` of the held-out report (to be traced).
 
   −ELBO uses the discretised likelihood (nats of the 8-bit data) and β = 1,
   whatever β training used; PSNR and the squared error are of the
-  posterior-mean reconstruction.
+  posterior-mean reconstruction. Besides the metrics it returns what a
+  caller may reuse instead of computing again: ``kl_BZ``, the posterior
+  ``mean`` and ``logvar``, the ELBO's draw ``z`` and the reconstruction
+  ``recon`` on the [0, 1] scale.
   """
 
-  def eval_step(params, x_uint8, mask, key):
+  def per_image(params, x_uint8, key):
     terms = elbo_terms(
       model, params, x_uint8, key, likelihood, discretized=likelihood != "bernoulli"
     )
@@ -54,16 +57,35 @@ def eval_sums(model: nn.Module, likelihood: str) -> Callable:
     )
     kl = terms["kl_BZ"].sum(-1)
     mse = losses.squared_error(x_uint8, recon)
-    per_image = {
+    return {
       "neg_elbo_nats": terms["rec"] + kl,
       "rec_nats": terms["rec"],
       "kl_nats": kl,
       "psnr_db": losses.psnr_of_mse(mse),
       "mse": mse,
+      **{k: terms[k] for k in ("kl_BZ", "mean", "logvar", "z")},
+      "recon": recon,
     }
-    sums = {k: jnp.sum(v * mask) for k, v in per_image.items()}
-    sums["kl_per_dim"] = jnp.sum(terms["kl_BZ"] * mask[:, None], axis=0)
-    return sums
+
+  return per_image
+
+
+HELDOUT_METRICS = ("neg_elbo_nats", "rec_nats", "kl_nats", "psnr_db", "mse")
+
+
+def sums_of(per_image: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax.Array]:
+  """The masked sums of ``heldout_per_image``'s metrics, and ``kl_per_dim``'s."""
+  sums = {k: jnp.sum(per_image[k] * mask) for k in HELDOUT_METRICS}
+  sums["kl_per_dim"] = jnp.sum(per_image["kl_BZ"] * mask[:, None], axis=0)
+  return sums
+
+
+def eval_sums(model: nn.Module, likelihood: str) -> Callable:
+  """``(params, batch_uint8, mask, key) -> sums`` of ``heldout_per_image`` (to be jitted)."""
+  per_image = heldout_per_image(model, likelihood)
+
+  def eval_step(params, x_uint8, mask, key):
+    return sums_of(per_image(params, x_uint8, key), mask)
 
   return eval_step
 

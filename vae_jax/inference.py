@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vae_jax import checkpoint, losses
+from vae_jax import checkpoint, losses, samplers
 from vae_jax.config import load_config, workdir_path
 from vae_jax.data.preprocess import Preprocess, preprocess_from_config
-from vae_jax.errors import CheckpointNotFoundError, WorkdirError
+from vae_jax.errors import CheckpointNotFoundError, ConfigError, WorkdirError
 from vae_jax.models import build_colorizer, build_model, image_shape
 from vae_jax.models.vae import VAE
 
@@ -98,10 +98,19 @@ class Run:
     params: the parameters it is judged by.
     step: the step of the checkpoint they come from.
     preprocess: what turns any uint8 image into this model's input.
+    mixture: the Gaussian mixture fitted to this step's codes (the ``gmm``
+      sampler), or None where the run has none for this step
+      (``vae_jax.sampling.prepare_sampler`` fits one).
   """
 
   def __init__(
-    self, workdir: Path, config: ml_collections.ConfigDict, model: VAE, params: Any, step: int
+    self,
+    workdir: Path,
+    config: ml_collections.ConfigDict,
+    model: VAE,
+    params: Any,
+    step: int,
+    mixture: samplers.GaussianMixture | None = None,
   ):
     self.workdir, self.config, self.model, self.params, self.step = (
       workdir,
@@ -110,6 +119,7 @@ class Run:
       params,
       step,
     )
+    self.mixture = mixture
     self.preprocess: Preprocess = preprocess_from_config(config.data)
     likelihood = config.loss.likelihood
     apply = functools.partial(model.apply, {"params": params})
@@ -121,8 +131,10 @@ class Run:
     self._decode = jit(lambda z: _to_uint8(decode01(z)))
     self._reconstruct = jit(lambda x: _to_uint8(decode01(apply(x, method=model.encode)[0])))
     self._sample = jit(
-      lambda key, t, n: _to_uint8(decode01(t * jax.random.normal(key, (n, self.latent_dim)))),
-      static_argnums=2,
+      lambda key, t, mixture, n: _to_uint8(
+        decode01(samplers.draw_codes(key, n, self.latent_dim, t, mixture))
+      ),
+      static_argnums=3,
     )
 
   @property
@@ -145,9 +157,36 @@ class Run:
     """The posterior-mean reconstructions of uint8 model inputs."""
     return in_batches(self._reconstruct, np.asarray(x_uint8, np.uint8))
 
-  def sample(self, key: jax.Array, n: int, temperature: float = 1.0) -> np.ndarray:
-    """``n`` decoded draws z ~ N(0, temperature² I), as uint8 images (one compiled call)."""
-    return np.asarray(self._sample(key, jnp.float32(temperature), n))
+  @property
+  def samplers(self) -> tuple[str, ...]:
+    """The samplers this run can draw codes from now."""
+    return samplers.SAMPLERS if self.mixture is not None else ("prior",)
+
+  def _mixture_arrays(self, sampler: str) -> tuple | None:
+    if sampler not in samplers.SAMPLERS:
+      raise ConfigError(f"Unknown sampler {sampler!r}; choose one of {samplers.SAMPLERS}.")
+    if sampler == "prior":
+      return None
+    if self.mixture is None:
+      raise ConfigError(
+        f"{self.workdir} has no gmm sampler for step {self.step}; "
+        "vae_jax.sampling.prepare_sampler(run, 'gmm') fits one, or use the sampler 'prior'."
+      )
+    return self.mixture.arrays()
+
+  def codes(
+    self, key: jax.Array, n: int, temperature: float = 1.0, sampler: str = "prior"
+  ) -> np.ndarray:
+    """``n`` codes from ``sampler``: ``prior`` (N(0, temperature² I)) or ``gmm`` (``mixture``)."""
+    mixture = self._mixture_arrays(sampler)
+    return np.asarray(samplers.draw_codes(key, n, self.latent_dim, temperature, mixture))
+
+  def sample(
+    self, key: jax.Array, n: int, temperature: float = 1.0, sampler: str = "prior"
+  ) -> np.ndarray:
+    """``n`` decoded draws of ``codes(key, n, temperature, sampler)``, as uint8 images."""
+    mixture = self._mixture_arrays(sampler)
+    return np.asarray(self._sample(key, jnp.float32(temperature), mixture, n))
 
   def kl_per_dim(self, x_uint8: np.ndarray) -> np.ndarray:
     """Average KL(q(z|x) ‖ p(z)) of each latent dimension over ``x_uint8``, in nats."""
@@ -189,7 +228,7 @@ def open_run(workdir: str | Path) -> Run:
     field,
     "python bin/train.py --config ... --workdir",
   )
-  return Run(workdir, config, model, params, step)
+  return Run(workdir, config, model, params, step, samplers.load(workdir, step))
 
 
 class Colorizer:

@@ -31,6 +31,7 @@ def iwae_log_likelihood(
   key: jax.Array,
   num_samples: int,
   chunk: int | None = None,
+  drawn: jax.Array | None = None,
 ) -> jax.Array:
   """log((1/K) Σ_k w_k) per example, a lower bound on log p(x) for any K.
 
@@ -42,13 +43,18 @@ def iwae_log_likelihood(
     num_samples: K.
     chunk: how many samples are drawn at once (vectorised); the rest run
       sequentially, so memory is ``chunk`` decodes of a batch whatever K is.
+    drawn: (B,) log weights of one draw already made (the ELBO's): it is
+      one of the K, and only K − 1 more are drawn.
 
   Returns:
     The bound per example, shape (B,).
   """
-  keys = jax.random.split(key, num_samples)
-  log_w_KB = jax.lax.map(log_weight_fn, keys, batch_size=chunk)
-  return jax.nn.logsumexp(log_w_KB, axis=0) - math.log(num_samples)
+  fresh = num_samples - (drawn is not None)
+  parts = [] if drawn is None else [drawn[None]]
+  if fresh:
+    keys = jax.random.split(key, fresh)
+    parts.append(jax.lax.map(log_weight_fn, keys, batch_size=chunk))
+  return jax.nn.logsumexp(jnp.concatenate(parts), axis=0) - math.log(num_samples)
 
 
 def diagonal_gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:

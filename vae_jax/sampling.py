@@ -12,6 +12,7 @@ comes from the ``seed`` argument.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
-from vae_jax import images
+from vae_jax import images, samplers
 from vae_jax.config import workdir_path
 from vae_jax.data.dataset import Subset, load_images, run_images
-from vae_jax.errors import ConfigError
+from vae_jax.errors import ConfigError, WriteError
 from vae_jax.inference import Colorizer, Run, open_colorizer, open_run
+
+log = logging.getLogger(__name__)
 
 INTERIOR_POINTS = 7  # the reference: two encoded faces and 7 evenly spaced points between them
 TRAVERSE_RADIUS = 3.0  # prior standard deviations either side of the base code
@@ -103,9 +106,38 @@ def recon_tiles(run: Run, x_uint8: np.ndarray, ncol: int = 8) -> np.ndarray:
   return images.interleave_rows([x_uint8, run.reconstruct(x_uint8)], ncol)
 
 
-def prior_tiles(run: Run, key: jax.Array, side: int, temperature: float = 1.0) -> np.ndarray:
-  """side×side decoded draws z ~ N(0, temperature² I)."""
-  return run.sample(key, side * side, temperature).reshape((side, side) + run.image_shape)
+def prepare_sampler(run: Run, sampler: str) -> None:
+  """Make ``sampler`` usable on ``run``: fit its ``gmm`` where the run has none for its step.
+
+  Runs trained before samplers existed, or opened at an older checkpoint than
+  the stored mixture's, get one fitted from the run's training split (a few
+  seconds), saved beside the checkpoints for next time.
+  """
+  if sampler not in samplers.SAMPLERS:
+    raise ConfigError(f"Unknown sampler {sampler!r}; choose one of {samplers.SAMPLERS}.")
+  if sampler == "prior" or run.mixture is not None:
+    return
+  subset, preprocess = run_images(run.config, None, "train")
+  count = samplers.fit_images(run.image_shape)
+  log.info(
+    "%s has no gmm sampler for step %d: fitting one to the codes of %d training images.",
+    run.workdir,
+    run.step,
+    min(count, len(subset)),
+  )
+  x = load_images(subset, preprocess, count, desc="training images for the sampler")
+  run.mixture = samplers.fit(run.encode, x, run.config.seed, run.step)
+  try:
+    samplers.save(run.mixture, run.workdir)
+  except WriteError as error:
+    log.warning("The fitted sampler is used but not kept: %s", error)
+
+
+def prior_tiles(
+  run: Run, key: jax.Array, side: int, temperature: float = 1.0, sampler: str = "prior"
+) -> np.ndarray:
+  """side×side decoded draws of ``sampler`` (``prior``: z ~ N(0, temperature² I))."""
+  return run.sample(key, side * side, temperature, sampler).reshape((side, side) + run.image_shape)
 
 
 def interp_tiles(
@@ -140,12 +172,17 @@ def manifold_tiles(run: Run, dims: tuple[int, int], side: int) -> np.ndarray:
 
 
 def colorize_prior(
-  run: Run, colorizer: Colorizer, count: int, key: jax.Array, temperature: float = 1.0
+  run: Run,
+  colorizer: Colorizer,
+  count: int,
+  key: jax.Array,
+  temperature: float = 1.0,
+  sampler: str = "prior",
 ) -> tuple[np.ndarray, np.ndarray]:
-  """``count`` grey decoded draws z ~ N(0, temperature² I) and their colourised versions (uint8)."""
+  """``count`` grey decoded draws of ``sampler`` and their colourised versions (uint8)."""
   if run.image_shape[-1] != 1:
     raise ConfigError("The colouriser colours grey samples; this VAE models RGB images already.")
-  grey = run.sample(key, count, temperature)
+  grey = run.sample(key, count, temperature, sampler)
   return grey, colorizer.colorize(grey)
 
 
@@ -191,6 +228,8 @@ class Kind:
         f"--n ({self.size_field} of a {self.name} picture) must be a whole number at least 1 and "
         f"at most {self.limit}; got {size}."
       )
+    if getattr(self, "sampler", "prior") not in samplers.SAMPLERS:
+      raise ConfigError(f"--sampler must be one of {samplers.SAMPLERS}; got {self.sampler!r}.")
     if getattr(self, "temperature", 0.0) < 0 or not math.isfinite(
       getattr(self, "temperature", 0.0)
     ):
@@ -229,12 +268,18 @@ class Recon(Kind):
     )
 
 
+def _samples_caption(sampler: str, temperature: float) -> str:
+  source = "N(0, I) prior" if sampler == "prior" else "Gaussian mixture on the codes (gmm)"
+  return f"samples of the {source}, temperature {temperature:g}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Prior(Kind):
-  """A side×side grid of decoded prior draws at a temperature."""
+  """A side×side grid of decoded draws of a sampler (``gmm`` or ``prior``) at a temperature."""
 
   side: int = 8
   temperature: float = 1.0
+  sampler: str = samplers.SAMPLERS[0]
   size_field: ClassVar[str] = "side"
   limit: ClassVar[int] = 128
 
@@ -242,8 +287,9 @@ class Prior(Kind):
     return self.side**2
 
   def draw(self, run: Run, data: Images, seed: int) -> np.ndarray:
-    tiles = prior_tiles(run, jax.random.key(seed), self.side, self.temperature)
-    return images.layout(tiles, caption=f"prior samples, temperature {self.temperature:g}")
+    prepare_sampler(run, self.sampler)
+    tiles = prior_tiles(run, jax.random.key(seed), self.side, self.temperature, self.sampler)
+    return images.layout(tiles, caption=_samples_caption(self.sampler, self.temperature))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +366,7 @@ class Colorize(Kind):
 
   faces: int = 24
   temperature: float = 1.0
+  sampler: str = samplers.SAMPLERS[0]
   colorizer: str = ""
   size_field: ClassVar[str] = "faces"
   limit: ClassVar[int] = 4096
@@ -332,12 +379,12 @@ class Colorize(Kind):
       raise ConfigError(
         "--kind colorize needs --colorizer W2, a workdir trained with configs/colorizer.py."
       )
+    colorizer = open_colorizer(self.colorizer)
+    prepare_sampler(run, self.sampler)
     grey, rgb = colorize_prior(
-      run, open_colorizer(self.colorizer), self.faces, jax.random.key(seed), self.temperature
+      run, colorizer, self.faces, jax.random.key(seed), self.temperature, self.sampler
     )
-    caption = (
-      f"grey prior samples (temperature {self.temperature:g}) above their colourised versions"
-    )
+    caption = f"grey {_samples_caption(self.sampler, self.temperature)}, above them in colour"
     return images.layout(images.comparison_tiles(grey, rgb), caption=caption)
 
 

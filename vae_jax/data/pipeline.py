@@ -6,6 +6,11 @@ worker processes). Its state is one counter, saved in every checkpoint, so a
 resumed run sees exactly the batches an uninterrupted run would have seen.
 ``StackedBatches`` and ``DevicePrefetch`` wrap it for several steps per
 dispatch and for host→device copies that overlap the step.
+
+A training split small enough to hold in device memory goes there once
+instead (``DeviceBatches``): each batch is then gathered on the device, the
+same images in the same order, with the same state, so either path resumes
+the other's checkpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grain
+import jax
 import numpy as np
 
 from vae_jax.data.dataset import Dataset, preprocessing_to_apply, read_items
@@ -122,12 +128,7 @@ def train_iterator(
     )
   local = dataset.train_indices[index::count][: len(dataset.train_indices) // count]
   local_batch = batch_size // count
-  if local_batch > len(local):
-    raise ConfigError(
-      f"config.train.batch_size={batch_size} is larger than the {len(dataset.train_indices)} "
-      "training images; "
-      f"pass a smaller one, e.g. --config.train.batch_size={max(count, len(local) // 2 * count)}."
-    )
+  check_batch_size(batch_size, len(dataset.train_indices), count)
   batches = grain.MapDataset.source(ShuffledBatches(local, local_batch, seed)).map(
     _Read(dataset.source)
   )
@@ -139,6 +140,46 @@ def train_iterator(
     grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch),
     worker_count,
   )
+
+
+def check_batch_size(batch_size: int, train_images: int, processes: int = 1) -> None:
+  """A ``ConfigError`` unless each process's share of the batch fits in its share of the images."""
+  if batch_size // processes > train_images // processes:
+    raise ConfigError(
+      f"config.train.batch_size={batch_size} is larger than the {train_images} training images; "
+      "pass a smaller one, e.g. "
+      f"--config.train.batch_size={max(processes, train_images // processes // 2 * processes)}."
+    )
+
+
+class DeviceBatches(grain.DatasetIterator):
+  """Batches gathered from training images held on the device: batch k is ``ShuffledBatches``'.
+
+  ``images`` are the split's preprocessed images in the split's order (as
+  ``load_images`` returns them), already on the device(s); each step only
+  sends the batch's row numbers. ``stack`` consecutive batches come as one
+  stack×B×… array (several steps per dispatch). The state is
+  ``BatchStream``'s, ``{"next_batch": k}``.
+  """
+
+  def __init__(self, images: Any, batch_size: int, seed: int, stack: int = 1, sharding: Any = None):
+    super().__init__()
+    check_batch_size(batch_size, len(images))
+    self._images, self._stack = images, stack
+    self._order = ShuffledBatches(np.arange(len(images)), batch_size, seed)
+    self._gather = jax.jit(lambda images, rows: images[rows], out_shardings=sharding)
+    self._next = 0
+
+  def __next__(self) -> Any:
+    rows = [self._order[self._next + i] for i in range(self._stack)]
+    self._next += self._stack
+    return self._gather(self._images, rows[0] if self._stack == 1 else np.stack(rows))
+
+  def get_state(self) -> dict[str, int]:
+    return {"next_batch": self._next}
+
+  def set_state(self, state: dict[str, int]) -> None:
+    self._next = int(state["next_batch"])
 
 
 class BatchStream(grain.DatasetIterator):

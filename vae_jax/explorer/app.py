@@ -94,7 +94,7 @@ class Explorer:
       "strip_points": STRIP_POINTS,
       "gallery_size": len(self.gallery),
       "source": self.source,
-      "samplers": ["prior"],
+      "samplers": list(self.run.samplers),
       "colorizer": self.colorizer is not None,
       "max_codes": MAX_CODES,
       "max_abs_code": MAX_ABS_CODE,
@@ -192,11 +192,11 @@ class Explorer:
     }
 
   def sample(self, sampler: Any, temperature: Any, seed: Any) -> dict:
-    if sampler != "prior":
-      raise BadRequest(f"sampler must be one of {self.meta()['samplers']}; got {sampler!r}.")
+    if sampler not in self.run.samplers:
+      raise BadRequest(f"sampler must be one of {list(self.run.samplers)}; got {sampler!r}.")
     t = _number(temperature, "temperature", 0.0, 10.0)
     seed = _count(seed, "seed", 0, 2**31 - 1)
-    z = t * np.asarray(jax.random.normal(jax.random.key(seed), (self.run.latent_dim,)))
+    z = self.run.codes(jax.random.key(seed), 1, t, sampler)[0]
     return {"code": [round(float(v), 4) for v in z]}
 
   def path_codes(self, a: Any, b: Any, spherical: Any, points: Any) -> np.ndarray:

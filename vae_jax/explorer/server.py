@@ -17,7 +17,8 @@ API (JSON bodies in and out unless said; every error is a 4xx with
   ``cols`` per row) or a ``.npy`` of uint8 N×H×W×C.
 * ``POST /api/encode`` (the body is an image file, ≤ 20 MB): its code,
   preprocessed input and reconstruction.
-* ``POST /api/sample`` ``{"sampler": "prior", "temperature": 1.0, "seed": 0}``: a code.
+* ``POST /api/sample`` ``{"sampler": "gmm", "temperature": 1.0, "seed": 0}``: a code
+  (``sampler``: one of the run's ``samplers``, the first by default).
 * ``POST /api/strip`` ``{"kind": "interp", "a": […], "b": […], "spherical": false}``,
   ``{"kind": "traverse", "code": […], "dim": 3}`` or ``{"kind": "plane",
   "code": […], "dims": [i, j]}``: a PNG strip (or the plane's grid).
@@ -36,9 +37,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 
-from vae_jax import sampling
+from vae_jax import samplers, sampling
 from vae_jax.data.dataset import load_images, run_images
-from vae_jax.errors import ConfigError
+from vae_jax.errors import ConfigError, DataError
 from vae_jax.explorer.app import (
   MAX_UPLOAD_BYTES,
   PLANE_SIDE,
@@ -161,7 +162,9 @@ class Handler(BaseHTTPRequestHandler):
     if path == "/api/sample":
       self._json(
         explorer.sample(
-          request.get("sampler", "prior"), request.get("temperature", 1.0), request.get("seed", 0)
+          request.get("sampler", explorer.run.samplers[0]),
+          request.get("temperature", 1.0),
+          request.get("seed", 0),
         )
       )
     elif path == "/api/decode":
@@ -238,6 +241,10 @@ def make_explorer(
 ) -> Explorer:
   """Open the run (and colouriser), load the gallery, compile what the page uses."""
   run = open_run(workdir)
+  try:
+    sampling.prepare_sampler(run, samplers.SAMPLERS[0])
+  except DataError as error:  # the training images are gone: the prior is still there
+    log.warning("No gmm sampler (%s); the random button draws from the prior.", error)
   subset, preprocess = run_images(run.config, data, "val")
   gallery = load_images(subset, preprocess, max_images, desc="gallery")
   explorer = Explorer(

@@ -8,6 +8,7 @@ and the grids use the run's fixed ``eval`` and ``sample`` keys.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from vae_jax import images, losses
+from vae_jax import images, losses, samplers
 from vae_jax.data.augment import augment
-from vae_jax.data.dataset import Dataset
+from vae_jax.data.dataset import Dataset, load_images
 from vae_jax.elbo import elbo_terms, heldout_metrics, make_eval_step
+from vae_jax.inference import in_batches
 from vae_jax.models import VAE, build_model, image_shape
 from vae_jax.trainer import (
   ParamGroups,
@@ -127,6 +129,28 @@ def standalone_training(
   return model, state, step
 
 
+def make_sampler_refresh(model: VAE, seed: int, dataset: Dataset) -> Callable | None:
+  """``(params, step, workdir) -> None``: fit the ``gmm`` sampler to ``step``'s codes and keep it.
+
+  The same training images (the first ``samplers.fit_images``) at every
+  checkpoint; loaded once here. None without training images.
+  """
+  count = samplers.fit_images(dataset.image_shape)
+  if not len(dataset.train):
+    return None
+  train_images = load_images(dataset.train, dataset.preprocess, count, desc="sampler images")
+  encode = jax.jit(lambda params, x: model.apply({"params": params}, x, method=model.encode))
+
+  def refresh(params, step: int, workdir: Path) -> None:
+    mixture = samplers.fit(
+      lambda x: in_batches(functools.partial(encode, params), x), train_images, seed, step
+    )
+    if jax.process_index() == 0:
+      samplers.save(mixture, workdir)
+
+  return refresh
+
+
 def build_task(
   config: ml_collections.ConfigDict,
   dataset: Dataset,
@@ -140,6 +164,7 @@ def build_task(
   eval_step = make_eval_step(model, likelihood)
   grid_images = val_images[: config.train.num_grid_images]
   grids_fn = make_grids_fn(model, likelihood, num_prior=max(16, len(grid_images)))
+  refresh_sampler = make_sampler_refresh(model, config.seed, dataset)
 
   return Task(
     init_params=init_params_fn(model, shape),
@@ -154,6 +179,7 @@ def build_task(
     ),
     divergence_hint=DIVERGENCE_HINT,
     param_groups=PARAM_GROUPS,
+    after_checkpoint=refresh_sampler,
   )
 
 

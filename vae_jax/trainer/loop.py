@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grain
 import jax
 import ml_collections
 import numpy as np
@@ -27,7 +28,12 @@ from vae_jax import files, parallel
 from vae_jax.checkpoint import has_checkpoint, saved_steps
 from vae_jax.config import load_config, resolve, save_config, workdir_path
 from vae_jax.data.dataset import Dataset, build_dataset, load_images
-from vae_jax.data.pipeline import StackedBatches, train_iterator
+from vae_jax.data.pipeline import (
+  DeviceBatches,
+  StackedBatches,
+  check_batch_size,
+  train_iterator,
+)
 from vae_jax.errors import NonFiniteLossError, TrainingInterrupted, WorkdirError, WriteError
 from vae_jax.rng import split_root_key
 from vae_jax.trainer.checkpointer import Checkpointer, check_resumable
@@ -61,6 +67,9 @@ class Task:
     param_groups: how the model's parameters group for the optimiser.
     constants: passed to every step (e.g. a frozen network's parameters);
       copied to every device with the train state.
+    after_checkpoint: ``(params, step, workdir) -> None``, called on every
+      process after each checkpoint, for what a task keeps beside it (the
+      VAE's sampler); only process 0 should write.
   """
 
   init_params: Callable[[jax.Array], Any]
@@ -71,6 +80,7 @@ class Task:
   divergence_hint: str
   param_groups: ParamGroups = dataclasses.field(default_factory=ParamGroups)
   constants: Any = None
+  after_checkpoint: Callable[[Any, int, Path], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +176,37 @@ def fit(config: ml_collections.ConfigDict, workdir: str | Path, spec: TaskSpec) 
       raise WriteError(error.what, f"{_what_survived(workdir)} {files.FIX}") from None
 
 
+def _training_batches(
+  config: ml_collections.ConfigDict, dataset: Dataset, mesh: Any
+) -> grain.DatasetIterator:
+  """The training batches, on the devices: gathered there from the whole split where it fits.
+
+  One process whose split takes at most ``config.data.on_device_mb`` holds
+  it on the device(s) (``DeviceBatches``); otherwise the grain pipeline reads
+  and copies each batch. Both give the same batches and the same state.
+  """
+  train_cfg, per_dispatch = config.train, config.train.steps_per_dispatch
+  sharding = parallel.batch_sharding(mesh, stacked=per_dispatch > 1)
+  size = len(dataset.train_indices) * math.prod(dataset.image_shape)
+  if jax.process_count() == 1 and size <= config.data.on_device_mb * 2**20:
+    check_batch_size(train_cfg.batch_size, len(dataset.train_indices))
+    images = load_images(dataset.train, dataset.preprocess, desc="training images to the device")
+    log.info("The %d training images (%.0f MB) are held on the device.", len(images), size / 2**20)
+    return DeviceBatches(
+      parallel.replicate(images, mesh), train_cfg.batch_size, config.seed, per_dispatch, sharding
+    )
+  batches = train_iterator(
+    dataset,
+    train_cfg.batch_size,
+    config.seed,
+    config.data.worker_count,
+    shard=(jax.process_index(), jax.process_count()),
+  )
+  if per_dispatch > 1:
+    batches = StackedBatches(batches, per_dispatch)
+  return parallel.DevicePrefetch(batches, sharding=sharding)
+
+
 def _train(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> TrainState:
   """``fit`` once the workdir is locked and checked."""
   train_cfg = config.train
@@ -192,18 +233,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> 
   # (a misspelt data source, say) must not replace the config.json the run is read back with.
   if jax.process_index() == 0:
     save_config(config, workdir)
-  batches = train_iterator(
-    dataset,
-    train_cfg.batch_size,
-    config.seed,
-    config.data.worker_count,
-    shard=(jax.process_index(), jax.process_count()),
-  )
-  if per_dispatch > 1:
-    batches = StackedBatches(batches, per_dispatch)
-  data_iter = parallel.DevicePrefetch(
-    batches, sharding=parallel.batch_sharding(mesh, stacked=per_dispatch > 1)
-  )
+  data_iter = _training_batches(config, dataset, mesh)
 
   ckpt = Checkpointer(workdir / "checkpoints", keep=train_cfg.keep_checkpoints)
   if ckpt.latest_step() is not None:
@@ -259,7 +289,12 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> 
 
   def save(step: int) -> None:
     check_finite(metrics, step)
+    # Every record up to this step is written before the checkpoint exists: a run killed after it
+    # resumes with the logs an uninterrupted run has.
+    run_log.flush()
     ckpt.save(step, state, data_iter)
+    if task.after_checkpoint is not None:
+      task.after_checkpoint(params_to_evaluate(state), step, workdir)
 
   run_log = RunLog(workdir, start, total)
   t_last, step_last, announced = time.perf_counter(), start, False
@@ -313,7 +348,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, spec: TaskSpec) -> 
             f"{ckpt.directory}. Re-run the same command to resume."
           )
   except BaseException:
-    run_log.close()
+    with contextlib.suppress(Exception):  # the error in flight is the one to report
+      run_log.close()
     with contextlib.suppress(Exception):  # the error in flight is the one to report
       ckpt.wait()
     ckpt.close()

@@ -1,12 +1,15 @@
 """The run's record: ``metrics.jsonl``, TensorBoard events, training grids and the progress bar.
 
-Written by process 0 only. On resume, records after the restored step are
-dropped from ``metrics.jsonl`` (and TensorBoard purges its events after it),
-so the logs of a resumed run equal an uninterrupted run's.
+Written by process 0 only, from one background thread, in order, so that
+the next steps start while pictures are encoded and files written; the
+trainer ``flush``es it before each checkpoint. On resume, records after the
+restored step are dropped from ``metrics.jsonl`` (and TensorBoard purges its
+events after it), so the logs of a resumed run equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 from pathlib import Path
@@ -57,6 +60,8 @@ class RunLog:
       dynamic_ncols=True,
       disable=not self.enabled,
     )
+    self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="runlog")
+    self._pending: list[concurrent.futures.Future] = []
     if self.enabled:
       path = workdir / METRICS_FILENAME
       drop_records_after(path, start)
@@ -68,9 +73,27 @@ class RunLog:
       except OSError as error:
         raise WriteError(files.cannot_write(workdir, error)) from None
 
+  def _submit(self, fn, *args) -> None:
+    """Run ``fn(*args)`` on the writer thread; raise what an earlier write raised."""
+    waiting = []
+    for future in self._pending:
+      if future.done():
+        future.result()  # raises the error of a failed write
+      else:
+        waiting.append(future)
+    self._pending = [*waiting, self._writer.submit(fn, *args)]
+
+  def flush(self) -> None:
+    """Wait until everything logged so far is written (raising a write's error)."""
+    for future in self._pending:
+      future.result()
+    self._pending = []
+
   def scalars(self, step: int, split: str, metrics: dict) -> None:
-    if not self.enabled:
-      return
+    if self.enabled:
+      self._submit(self._write_scalars, step, split, metrics)
+
+  def _write_scalars(self, step: int, split: str, metrics: dict) -> None:
     record = {"step": step, "split": split, **metrics}
     try:
       self.jsonl.write(json.dumps(record) + "\n")
@@ -88,8 +111,10 @@ class RunLog:
 
   def grids(self, step: int, grids: dict[str, np.ndarray]) -> None:
     """Each grid to ``samples/training/<name>_<step>.png`` and ``<name>.png``, and TensorBoard."""
-    if not self.enabled:
-      return
+    if self.enabled:
+      self._submit(self._write_grids, step, grids)
+
+  def _write_grids(self, step: int, grids: dict[str, np.ndarray]) -> None:
     samples_dir = self.workdir / "samples" / "training"
     for name, grid in grids.items():
       # Encoded once, at zlib's fastest level, for both files and TensorBoard: a 256×256 model's
@@ -108,7 +133,12 @@ class RunLog:
     self.tb.flush()
 
   def close(self) -> None:
+    """Write what is pending and close the files (raising a write's error)."""
     self.bar.close()
-    if self.enabled:
-      self.jsonl.close()
-      self.tb.close()
+    try:
+      self.flush()
+    finally:
+      self._writer.shutdown(wait=True)
+      if self.enabled:
+        self.jsonl.close()
+        self.tb.close()

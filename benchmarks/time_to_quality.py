@@ -79,6 +79,17 @@ RUNS = {
     "27.0",
     900.0,
   ),
+  # The same with one fixed σ instead of the default's scale per pixel (the sharper preset).
+  "galaxy_sharp": Run(
+    "configs/galaxy.py:sharp",
+    (
+      f"--config.data.source=folder:{DATA / 'galaxy_zoo' / 'train'}",
+      "--config.train.eval_every=100",
+      "--config.train.ckpt_every=100",
+    ),
+    "27.0",
+    900.0,
+  ),
 }
 
 

@@ -79,14 +79,15 @@ def _leaves(config, prefix=""):
   return out
 
 
-def test_many_faces_preset_changes_only_the_weight_decay():
-  default, many = (
-    _leaves(load_config("faces_mlp", None)),
-    _leaves(load_config("faces_mlp", "many_faces")),
+def test_many_faces_presets_change_only_the_weight_decay_and_the_likelihood():
+  default, many, sharp = (
+    _leaves(load_config("faces_mlp", preset)) for preset in (None, "many_faces", "many_faces_sharp")
   )
-  assert default.keys() == many.keys()
-  assert {k for k in default if default[k] != many[k]} == {"opt.weight_decay"}
-  assert many["opt.weight_decay"] < default["opt.weight_decay"]
+  assert default.keys() == many.keys() == sharp.keys()
+  assert {k for k in default if default[k] != sharp[k]} == {"opt.weight_decay"}
+  assert {k for k in default if default[k] != many[k]} == {"opt.weight_decay", "loss.likelihood"}
+  assert many["opt.weight_decay"] == sharp["opt.weight_decay"] < default["opt.weight_decay"]
+  assert (default["loss.likelihood"], many["loss.likelihood"]) == ("gaussian_learned", "logistic")
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)

@@ -58,6 +58,7 @@ def _num_params(params) -> int:
 
 def test_mlp_matches_the_seed_parameter_count():
   config = load_config("faces_mlp", None)
+  config.loss.likelihood = "gaussian"  # the seed's fixed σ; the default learns one more number
   seed_layers = [
     _dense(900, 512),
     _dense(512, 96),
@@ -99,11 +100,14 @@ def test_conv_encoder_geometry_follows_the_seed():
 
 
 def _config(name: str):
+  """The family's smoke config with the seeds' likelihood, one fixed σ (scales per pixel: below)."""
   if name == "fcn":
     config = load_config("galaxy", "smoke")  # channels 4-8-8-8
     config.data.image_size = 64
-    return config
-  return load_config({"mlp": "faces_mlp", "conv": "faces_conv"}[name], "smoke")
+  else:
+    config = load_config({"mlp": "faces_mlp", "conv": "faces_conv"}[name], "smoke")
+  config.loss.likelihood = "gaussian"
+  return config
 
 
 @pytest.fixture(scope="module", params=["mlp", "conv", "fcn"])
@@ -318,6 +322,7 @@ def test_unknown_output_activation_raises():
 
 def test_learned_scale_adds_exactly_one_parameter():
   config = load_config("faces_mlp", "smoke")
+  config.loss.likelihood = "gaussian"
   image_shape = _image_shape(config)
   fixed = traverse_util.flatten_dict(
     _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)
@@ -404,7 +409,8 @@ def test_weight_decay_spares_a_learned_likelihood_scale_and_a_constant_schedule_
 
 
 def test_sub_pixel_upsampling_is_an_n_by_n_convolution_to_four_times_the_channels():
-  config = load_config("galaxy", "smoke")
+  config = load_config("galaxy", "sharp")  # one σ: the decoder outputs the image's channels only
+  config.model.channels = (4, 8, 8, 8)
   image_shape = _image_shape(config)
   config.model.up_neighbourhoods = (3, 1, 2, 1)
   decoder = _abstract_params(build_model(config.model, config.loss, image_shape), image_shape)[

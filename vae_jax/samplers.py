@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SAMPLERS = ("gmm", "prior")  # the first is the default
 FILENAME = "sampler.npz"
-COMPONENTS = 10
+COMPONENTS = 20
 FIT_IMAGES = 1000  # training images encoded for a fit, at most
 FIT_PIXELS = 50_000_000  # and at most this many pixels of them (≈ 250 galaxies)
 DRAWS = 2  # posterior draws per image

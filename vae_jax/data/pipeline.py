@@ -15,6 +15,7 @@ the other's checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -152,28 +153,46 @@ def check_batch_size(batch_size: int, train_images: int, processes: int = 1) -> 
     )
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rows:
+  """A batch as row numbers of images held on the device; the train step gathers it.
+
+  Gathered inside the step's own program rather than by a program of its
+  own: with several CPU devices in one process, XLA admits only so many
+  pending executions per device, and a second program per step halved how
+  far the host could run ahead before the step's all-reduce deadlocked.
+  """
+
+  images: jax.Array  # N×H×W×C, on every device
+  rows: jax.Array  # B (or k×B for k steps per dispatch), split over the devices like a batch
+
+  def gather(self) -> jax.Array:
+    return self.images[self.rows]
+
+
 class DeviceBatches(grain.DatasetIterator):
-  """Batches gathered from training images held on the device: batch k is ``ShuffledBatches``'.
+  """Batches of training images held on the device: batch k is ``ShuffledBatches``' k, as ``Rows``.
 
   ``images`` are the split's preprocessed images in the split's order (as
   ``load_images`` returns them), already on the device(s); each step only
   sends the batch's row numbers. ``stack`` consecutive batches come as one
-  stack×B×… array (several steps per dispatch). The state is
+  stack×B set of rows (several steps per dispatch). The state is
   ``BatchStream``'s, ``{"next_batch": k}``.
   """
 
   def __init__(self, images: Any, batch_size: int, seed: int, stack: int = 1, sharding: Any = None):
     super().__init__()
     check_batch_size(batch_size, len(images))
-    self._images, self._stack = images, stack
+    self._images, self._stack, self._sharding = images, stack, sharding
     self._order = ShuffledBatches(np.arange(len(images)), batch_size, seed)
-    self._gather = jax.jit(lambda images, rows: images[rows], out_shardings=sharding)
     self._next = 0
 
-  def __next__(self) -> Any:
-    rows = [self._order[self._next + i] for i in range(self._stack)]
+  def __next__(self) -> Rows:
+    rows = np.stack([self._order[self._next + i] for i in range(self._stack)]).astype(np.int32)
     self._next += self._stack
-    return self._gather(self._images, rows[0] if self._stack == 1 else np.stack(rows))
+    rows = rows[0] if self._stack == 1 else rows
+    return Rows(self._images, jax.device_put(rows, self._sharding))
 
   def get_state(self) -> dict[str, int]:
     return {"next_batch": self._next}

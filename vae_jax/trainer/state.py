@@ -17,6 +17,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from vae_jax.data.pipeline import Rows
+
 Metrics = dict[str, jax.Array]
 # (params, batch, key, step, constants) -> (loss, metrics); metrics hold at least ``psnr_db``.
 LossFn = Callable[[Any, jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, Metrics]]
@@ -139,12 +141,14 @@ def jit_steps(step: Callable, steps_per_dispatch: int = 1) -> Callable:
   host round trip and one launch instead of k, which pays where a step is
   short (small models, accelerators). The steps are the same computation,
   so the parameters match those of k single steps; the metrics are the
-  last step's.
+  last step's. A batch may come as ``Rows`` of images held on the device.
   """
-  if steps_per_dispatch == 1:
-    return jax.jit(step, donate_argnums=0)
 
   def steps(state, batches, *rest):
+    if isinstance(batches, Rows):  # images held on the device: gathered in this program
+      batches = batches.gather()
+    if steps_per_dispatch == 1:
+      return step(state, batches, *rest)
     state, metrics = jax.lax.scan(lambda s, batch: step(s, batch, *rest), state, batches)
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
